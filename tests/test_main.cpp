@@ -1,0 +1,10 @@
+// Test entry point: pick the BLAS core exactly as the CLI does, then run GoogleTest.
+#include <gtest/gtest.h>
+
+#include "core/runtime.h"
+
+int main(int argc, char** argv) {
+  ssmx::ensure_blas_core(argc, argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
