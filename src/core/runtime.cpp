@@ -71,8 +71,11 @@ void set_num_threads(int n) {
     if (n <= 0) n = 1;
   }
   g_threads = n;
+  // BLAS calls are always single-threaded: ssmx parallelises over fixed output tiles itself (ops/linear.cpp), which
+  // keeps results bitwise identical for any thread count. (The OpenMP build of OpenBLAS sets the OpenMP thread count
+  // in openblas_set_num_threads, so ours is set after it.)
+  openblas_set_num_threads(1);
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
 }
 
 int num_threads() {

@@ -84,6 +84,11 @@ void check_bounds(const RawTensor& t, const std::string& name) {
   if (static_cast<uint64_t>(hi + 1) > t.storage_bytes / es)
     throw Error(t.source, "tensor '" + name + "': data range exceeds its storage (" + std::to_string((hi + 1) * es) +
                               " bytes needed, " + std::to_string(t.storage_bytes) + " available)");
+  // Distinct elements need distinct storage: a view that addresses more elements than its storage holds repeats
+  // elements (a stride-0 broadcast), which no checkpoint stores, and converting it could allocate without bound.
+  if (static_cast<uint64_t>(n) > t.storage_bytes / es)
+    throw Error(t.source, "tensor '" + name + "': shape " + std::to_string(n) + " elements exceeds its storage of " +
+                              std::to_string(t.storage_bytes / es) + " elements (overlapping strides)");
 }
 
 float half_to_float(uint16_t h) {

@@ -1,0 +1,246 @@
+// ssmx attention — hidden (implicit) attention matrices of Mamba layers, as .npy files, index.json and PNG heatmaps.
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "attribution/hidden_attention.h"
+#include "attribution/mamba_trace.h"
+#include "common.h"
+#include "core/error.h"
+#include "core/runtime.h"
+#include "models/mamba.h"
+#include "progress.h"
+#include "render/image.h"
+
+namespace fs = std::filesystem;
+
+namespace ssmx::cli {
+
+namespace {
+
+struct AttnOpts {
+  std::string model;
+  InputSpec in;
+  std::string layers, kind = "s6", channels, reduce = "none", compat = "none", out;
+  int64_t row = 0;
+  bool row_set = false, full = false, log_scale = false, no_png = false, terms = false;
+  double max_memory_gb = 0.0;
+};
+
+std::vector<int64_t> parse_layers(const std::string& s, int64_t n_layer) {
+  std::vector<int64_t> out;
+  if (s.empty() || s == "all") {
+    for (int64_t i = 0; i < n_layer; ++i) out.push_back(i);
+    return out;
+  }
+  for (int32_t v : parse_id_list(s)) {
+    if (v >= n_layer) throw Error("--layers", "layer " + std::to_string(v) + " does not exist (the model has " + std::to_string(n_layer) + " layers, 0.." + std::to_string(n_layer - 1) + ")");
+    out.push_back(v);
+  }
+  std::set<int64_t> uniq(out.begin(), out.end());
+  return std::vector<int64_t>(uniq.begin(), uniq.end());
+}
+
+std::pair<int64_t, int64_t> parse_channels(const std::string& s, int64_t E) {
+  if (s.empty() || s == "all" || s == ":") return {0, E};
+  const size_t colon = s.find(':');
+  auto num = [&](const std::string& t, int64_t def) -> int64_t {
+    if (t.empty()) return def;
+    if (t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos)
+      throw Error("--channels", "'" + s + "' is not a channel range (expected a:b, a: or a single channel)");
+    return std::stoll(t);
+  };
+  int64_t a, b;
+  if (colon == std::string::npos) {
+    a = num(s, 0);
+    b = a + 1;
+  } else {
+    a = num(s.substr(0, colon), 0);
+    b = num(s.substr(colon + 1), E);
+  }
+  if (a >= b || b > E)
+    throw Error("--channels", "range " + s + " is empty or beyond the " + std::to_string(E) + " channels of the model");
+  return {a, b};
+}
+
+int64_t available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return int64_t(8) << 30;
+}
+
+std::string gib(double bytes) {
+  char b[32];
+  if (bytes >= double(int64_t(1) << 30)) std::snprintf(b, sizeof b, "%.2f GiB", bytes / double(int64_t(1) << 30));
+  else if (bytes >= double(1 << 20)) std::snprintf(b, sizeof b, "%.1f MiB", bytes / double(1 << 20));
+  else std::snprintf(b, sizeof b, "%.0f KiB", bytes / 1024.0);
+  return b;
+}
+
+}  // namespace
+
+void register_attention(CLI::App& app, Globals& g) {
+  auto* sub = app.add_subcommand(
+      "attention", "Hidden attention matrices of Mamba layers (S6 or unified), as .npy + index.json + PNG heatmaps");
+  auto* o = new AttnOpts;
+  sub->add_option("MODEL", o->model, "Model directory or weights file")->required();
+  add_input_options(sub, o->in);
+  sub->add_option("--layers", o->layers, "Layers, comma-separated (default: all)");
+  sub->add_option("--kind", o->kind, "s6 | unified | unified-noconv | unified-nogate | unified-noact")->capture_default_str();
+  sub->add_option("--channels", o->channels, "Channel range a:b (default: all channels)");
+  auto* row = sub->add_option("--row", o->row, "Only query row I (negative counts from the end: -1 = last token)");
+  auto* full = sub->add_flag("--full", o->full, "Full T×T matrices (the default when --row is not given)");
+  row->excludes(full);
+  sub->add_option("--reduce", o->reduce, "Reduce over channels: none | mean | absmean | max")->capture_default_str();
+  sub->add_option("--compat", o->compat,
+                  "Reproduce published code: none | hiddenattn-row (Ali et al.'s class-token row; needs --row)")
+      ->capture_default_str();
+  sub->add_flag("--log", o->log_scale, "Log colour scale in the PNG heatmaps");
+  sub->add_flag("--no-png", o->no_png, "Write only .npy files and index.json");
+  sub->add_flag("--terms", o->terms, "Also write the D-skip and conv-bias terms of the unified identity, [T, E] per layer");
+  sub->add_option("--max-memory", o->max_memory_gb, "Refuse work that needs more than this many GiB (default: available memory)");
+  sub->add_option("-o,--out", o->out, "Output directory")->required();
+  sub->callback([&g, o, row] {
+    set_verbose(g.verbose);
+    set_num_threads(g.threads);
+    log_verbose(blas_core_reason());
+    o->row_set = row->count() > 0;
+    const AttnKind kind = parse_attn_kind(o->kind);
+    const bool reduce = o->reduce != "none";
+    const AttnReduce red = reduce ? parse_attn_reduce(o->reduce) : AttnReduce::Mean;
+    const AttnCompat compat = parse_attn_compat(o->compat);
+    if (compat != AttnCompat::None && !o->row_set) throw Error("--compat", "hiddenattn-row applies to a row: add --row I");
+    if (o->in.text.empty() && o->in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+
+    Loaded m = load_model(o->model);
+    auto* mamba = dynamic_cast<const MambaModel*>(m.model.get());
+    if (!mamba) throw Error(o->model, "hidden attention is available for mamba and falcon_mamba models");
+    const MambaConfig& cfg = mamba->config();
+    std::vector<int32_t> ids = resolve_input(m, o->in, o->model);
+    const int64_t T = int64_t(ids.size()), E = cfg.d_inner;
+    const std::vector<int64_t> layers = parse_layers(o->layers, cfg.n_layer);
+    const auto [c0, c1] = parse_channels(o->channels, E);
+    const int64_t nc = c1 - c0;
+    int64_t qrow = -1;
+    if (o->row_set) {
+      qrow = o->row < 0 ? T + o->row : o->row;
+      if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o->row) + " is outside the " + std::to_string(T) + " tokens");
+    }
+
+    // Memory: one layer's activations and result at a time.
+    const double out_bytes = o->row_set ? (reduce ? double(T) : double(nc) * T) * 4.0
+                                        : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
+    const double work = o->row_set ? double(nc) * T * 4.0 * 2 : (2.0 * nc * T + double(num_threads()) * (cfg.d_state + 3) * T) * 4.0;
+    const double acts = 16.0 * double(T) * double(E) * 4.0;
+    const double need = out_bytes + work + acts + double(m.ck.total_bytes());
+    const double limit = o->max_memory_gb > 0 ? o->max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
+    log_verbose("memory estimate: " + gib(need) + " (output " + gib(out_bytes) + " per layer), limit " + gib(limit));
+    if (need > limit)
+      throw Error("attention", "this request needs about " + gib(need) + " (" + gib(out_bytes) + " per layer for the output) but " +
+                                   gib(limit) + " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
+
+    fs::create_directories(o->out);
+    std::vector<std::string> tokens;
+    for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
+    const bool labels = T <= 48;
+    nlohmann::ordered_json index;
+    index["model"] = o->model;
+    index["family"] = mamba->info().family;
+    index["ids"] = ids;
+    index["tokens"] = tokens;
+    index["kind"] = attn_kind_name(kind);
+    index["mode"] = o->row_set ? "row" : "full";
+    index["row"] = o->row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
+    index["reduce"] = o->reduce;
+    index["channels"] = {c0, c1};
+    index["compat"] = o->compat;
+    index["files"] = nlohmann::ordered_json::array();
+    std::vector<Image> overview;
+
+    const std::set<int64_t> want(layers.begin(), layers.end());
+    Progress prog("attention", int64_t(layers.size()), g.verbose);
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
+      if (!want.count(l)) return;
+      MixerTrace tr = make_mixer_trace(*mamba, acts, l);
+      Tensor res;
+      if (o->row_set)
+        res = reduce ? hidden_attention_row_reduce(tr, kind, red, qrow, c0, c1, compat)
+                     : hidden_attention_row(tr, kind, qrow, c0, c1, compat);
+      else
+        res = reduce ? hidden_attention_reduce(tr, kind, red, c0, c1) : hidden_attention_full(tr, kind, c0, c1);
+      char base[96];
+      std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
+                    o->row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o->reduce.c_str() : "");
+      const std::string npy = std::string(base) + ".npy";
+      write_npy_atomic((fs::path(o->out) / npy).string(), res.ptr(), res.shape);
+      nlohmann::ordered_json entry = {{"file", npy},
+                                      {"layer", l},
+                                      {"kind", attn_kind_name(kind)},
+                                      {"channels", {c0, c1}},
+                                      {"mode", o->row_set ? "row" : "full"},
+                                      {"row", o->row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
+                                      {"reduce", o->reduce},
+                                      {"compat", o->compat},
+                                      {"shape", res.shape},
+                                      {"dtype", "float32"}};
+      if (o->terms) {
+        Tensor dt, bt;
+        hidden_attention_extra_terms(tr, &dt, &bt);
+        const std::string dn = "layer" + std::string(base).substr(5, 2) + ".d_term.npy", bn = "layer" + std::string(base).substr(5, 2) + ".bias_term.npy";
+        write_npy_atomic((fs::path(o->out) / dn).string(), dt.ptr(), dt.shape);
+        write_npy_atomic((fs::path(o->out) / bn).string(), bt.ptr(), bt.shape);
+        entry["d_term"] = dn;
+        entry["bias_term"] = bn;
+      }
+      if (!o->no_png) {
+        HeatmapStyle st;
+        st.log_scale = o->log_scale;
+        st.absolute = true;
+        Image pic;
+        if (!o->row_set && !reduce) {  // a grid over (up to 16) channels, each min-max normalised
+          std::vector<Image> tiles;
+          for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
+            st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
+            if (labels) st.row_labels = st.col_labels = tokens;
+            st.cell = 0;
+            tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
+          }
+          pic = image_grid(tiles, 4);
+        } else {
+          const int64_t rows = o->row_set ? (reduce ? 1 : nc) : T;
+          st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o->reduce : "");
+          if (labels) {
+            st.col_labels = tokens;
+            if (!o->row_set) st.row_labels = tokens;
+          }
+          if (o->row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
+          pic = render_heatmap(res.ptr(), rows, T, st);
+          overview.push_back(pic);
+        }
+        const std::string png = std::string(base) + ".png";
+        write_png((fs::path(o->out) / png).string(), pic);
+        entry["png"] = png;
+      }
+      index["files"].push_back(entry);
+      prog.step();
+    };
+    m.model->forward(ids, fo);
+    prog.done();
+    if (!overview.empty() && overview.size() > 1) {
+      write_png((fs::path(o->out) / "overview.png").string(), image_grid(overview, 4));
+      index["overview"] = "overview.png";
+    }
+    std::ofstream(fs::path(o->out) / "index.json") << index.dump(2) << "\n";
+    std::printf("wrote %zu layer%s of %s attention (%s) to %s\n", layers.size(), layers.size() == 1 ? "" : "s",
+                attn_kind_name(kind), o->row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o->out.c_str());
+  });
+}
+
+}  // namespace ssmx::cli

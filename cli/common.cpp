@@ -1,0 +1,93 @@
+#include "common.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/runtime.h"
+#include "io/npy.h"
+
+namespace ssmx::cli {
+
+Loaded load_model(const std::string& path, bool need_model) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Loaded m;
+  m.ck = open_checkpoint(path);
+  if (!m.ck.tokenizer_path.empty()) m.tok = Tokenizer::from_file(m.ck.tokenizer_path);
+  if (need_model) m.model = load_causal_lm(m.ck);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  log_verbose("loaded " + path + " (" + m.ck.layout + ", " + std::to_string(m.ck.tensors.size()) + " tensors) in " +
+              std::to_string(int(ms)) + " ms");
+  return m;
+}
+
+void add_input_options(CLI::App* sub, InputSpec& in) {
+  auto* t = sub->add_option("--text", in.text, "Input text (encoded with the model's tokenizer.json)");
+  auto* i = sub->add_option("--ids", in.ids, "Input token ids, comma-separated (e.g. 1,2,3)");
+  t->excludes(i);
+  i->excludes(t);
+}
+
+std::vector<int32_t> parse_id_list(const std::string& s) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t end = s.find(',', pos);
+    if (end == std::string::npos) end = s.size();
+    std::string item = s.substr(pos, end - pos);
+    const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    item = a == std::string::npos ? "" : item.substr(a, b - a + 1);
+    if (item.empty() || item.size() > 10 || item.find_first_not_of("0123456789") != std::string::npos)
+      throw Error("--ids", "'" + item + "' is not a token id (expected comma-separated non-negative integers)");
+    const long long v = std::stoll(item);
+    if (v > 2147483647LL) throw Error("--ids", "token id " + item + " is too large");
+    ids.push_back(int32_t(v));
+    pos = end + 1;
+  }
+  return ids;
+}
+
+std::vector<int32_t> resolve_input(const Loaded& m, const InputSpec& in, const std::string& model_path) {
+  if (!in.ids.empty()) return parse_id_list(in.ids);
+  if (in.text.empty()) throw Error("input", "give --text STR or --ids 1,2,3");
+  if (!m.tok) throw Error(model_path, "no tokenizer.json next to the weights; pass token ids with --ids");
+  std::vector<int32_t> ids = m.tok->encode_ids(in.text);
+  if (ids.empty()) throw Error("--text", "the text encodes to no tokens");
+  return ids;
+}
+
+void write_npy_atomic(const std::string& path, const float* data, const std::vector<int64_t>& shape) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    write_npy(tmp, data, shape);
+  } catch (const Error&) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw Error(path, "cannot write");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw Error(path, "cannot write: " + ec.message());
+  }
+}
+
+std::string printable_token(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else out += char(c);
+  }
+  return out;
+}
+
+}  // namespace ssmx::cli

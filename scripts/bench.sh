@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and puts them next to the PyTorch reference measured on this machine.
+#
+#   scripts/bench.sh            forward of a mamba-130m-shaped model at T=512 and 2048
+#
+# The PyTorch side needs Debian's python3-torch (installed here if missing: it is large, and only benchmarks and
+# fixture scripts use it). Results: bench/results/reference_forward.json and bench/results/forward.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh >/dev/null
+if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get install -y -qq python3-torch python3-numpy >/dev/null
+fi
+mkdir -p bench/results
+echo "bench: PyTorch reference forward (this takes a few minutes)"
+/usr/bin/python3 scripts/bench_reference.py --out bench/results/reference_forward.json
+build/bench_forward --reference=bench/results/reference_forward.json --json=bench/results/forward.json

@@ -1,0 +1,336 @@
+#include "attribution/hidden_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "ops/selective_scan.h"
+#include "ops/vmath.h"
+
+namespace ssmx {
+
+const char* attn_kind_name(AttnKind k) {
+  switch (k) {
+    case AttnKind::S6: return "s6";
+    case AttnKind::Unified: return "unified";
+    case AttnKind::UnifiedNoConv: return "unified-noconv";
+    case AttnKind::UnifiedNoGate: return "unified-nogate";
+    case AttnKind::UnifiedNoAct: return "unified-noact";
+  }
+  return "?";
+}
+
+AttnKind parse_attn_kind(const std::string& s) {
+  for (AttnKind k : {AttnKind::S6, AttnKind::Unified, AttnKind::UnifiedNoConv, AttnKind::UnifiedNoGate, AttnKind::UnifiedNoAct})
+    if (s == attn_kind_name(k)) return k;
+  throw Error("--kind", "unknown attention kind '" + s + "' (s6, unified, unified-noconv, unified-nogate, unified-noact)");
+}
+
+const char* attn_reduce_name(AttnReduce r) {
+  switch (r) {
+    case AttnReduce::Mean: return "mean";
+    case AttnReduce::AbsMean: return "absmean";
+    case AttnReduce::Max: return "max";
+  }
+  return "?";
+}
+
+AttnReduce parse_attn_reduce(const std::string& s) {
+  for (AttnReduce r : {AttnReduce::Mean, AttnReduce::AbsMean, AttnReduce::Max})
+    if (s == attn_reduce_name(r)) return r;
+  throw Error("--reduce", "unknown reduction '" + s + "' (none, mean, absmean, max)");
+}
+
+AttnCompat parse_attn_compat(const std::string& s) {
+  if (s == "none" || s.empty()) return AttnCompat::None;
+  if (s == "hiddenattn-row") return AttnCompat::HiddenAttnRow;
+  throw Error("--compat", "unknown compatibility mode '" + s + "' (none, hiddenattn-row)");
+}
+
+int64_t hidden_attention_bytes_full(int64_t channels, int64_t T) { return channels * T * T * int64_t(sizeof(float)); }
+
+namespace {
+
+constexpr int64_t kBand = 64;   // rows per band: fixed, so results do not depend on the thread count
+constexpr int64_t kLanes = 16;  // channels per lane group in row mode
+
+void check_range(const MixerTrace& tr, int64_t c0, int64_t c1) {
+  if (c0 < 0 || c1 > tr.E || c0 >= c1)
+    throw Error("--channels", "channel range " + std::to_string(c0) + ":" + std::to_string(c1) + " is not within 0:" +
+                                  std::to_string(tr.E));
+}
+
+// Per-call transposed operands: (N, T) B·, C·, and per channel σ(c), SiLU(z) as (E, T).
+struct Prepared {
+  std::vector<float> Bt, Ct, sig, gate;
+  Prepared(const MixerTrace& tr, AttnKind kind, int64_t c0, int64_t c1) {
+    const int64_t T = tr.T, N = tr.N, E = tr.E;
+    Bt.resize(size_t(N * T));
+    Ct.resize(size_t(N * T));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t n = 0; n < N; ++n) {
+        Bt[n * T + t] = tr.B[t * tr.ld_bc + n];
+        Ct[n * T + t] = tr.C[t * tr.ld_bc + n];
+      }
+    if (kind != AttnKind::S6) {
+      const int64_t nc = c1 - c0;
+      sig.resize(size_t(nc * T));
+      gate.resize(size_t(nc * T));
+      parallel_for(nc, [&](int64_t a, int64_t b) {
+        for (int64_t k = a; k < b; ++k)
+          for (int64_t t = 0; t < T; ++t) {
+            sig[k * T + t] = sigmoid_f(tr.conv[t * E + c0 + k]);
+            gate[k * T + t] = silu_f(tr.z[t * E + c0 + k]);
+          }
+      });
+    }
+  }
+};
+
+// Turns an S6 row (α_e[i, 0..i]) into the requested kind, in place over out[0..T). `sig`, `gate`: this channel's
+// σ(c) and SiLU(z) over time; w: its K conv taps. Entries j > i are zero.
+void transform_row(AttnKind kind, int64_t i, int64_t T, int64_t K, const float* w, const float* sig, const float* gate,
+                   const float* s6, float* out, float* tmp) {
+  const int64_t n = i + 1;
+  if (kind == AttnKind::S6) {
+    std::memcpy(out, s6, size_t(n) * 4);
+  } else {
+    const bool act = kind != AttnKind::UnifiedNoAct, conv = kind != AttnKind::UnifiedNoConv,
+               gated = kind != AttnKind::UnifiedNoGate;
+    if (act) {
+      for (int64_t j = 0; j < n; ++j) tmp[j] = s6[j] * sig[j];
+    } else {
+      std::memcpy(tmp, s6, size_t(n) * 4);
+    }
+    if (conv) {  // out[j] = Σ_k tmp[j+k] · w[K-1-k], j + k ≤ i
+      for (int64_t j = 0; j < n; ++j) {
+        float s = 0.0f;
+        const int64_t kmax = std::min(K, n - j);
+        for (int64_t k = 0; k < kmax; ++k) s += tmp[j + k] * w[K - 1 - k];
+        out[j] = s;
+      }
+    } else {
+      std::memcpy(out, tmp, size_t(n) * 4);
+    }
+    if (gated) {
+      const float g = gate[i];
+      for (int64_t j = 0; j < n; ++j) out[j] *= g;
+    }
+  }
+  if (n < T) std::memset(out + n, 0, size_t(T - n) * 4);
+}
+
+// Impulse propagation over one band of rows [i0, i1) for channel e. emit(i, row) receives α_e[i, 0..i] (S6).
+// Scratch: H (N, T) states, abar (kBand, N), row (T).
+struct BandWorker {
+  std::vector<float> H, abar, row;
+  std::vector<double> suf;
+  explicit BandWorker(int64_t T, int64_t N) : H(size_t(N * T)), abar(size_t(kBand * N)), row(static_cast<size_t>(T)), suf(static_cast<size_t>(T)) {}
+
+  template <typename Emit>
+  void run(const MixerTrace& tr, const Prepared& P, int64_t e, int64_t i0, int64_t i1, Emit&& emit) {
+    const int64_t T = tr.T, N = tr.N, E = tr.E;
+    const float* A = tr.A + e * N;
+    // States entering the band, directly: H[n][j] = exp(A_n · Σ_{k=j+1..i0-1} Δ_k) · Δ_j · B_j[n], sums in double.
+    if (i0 > 0) {
+      suf[size_t(i0 - 1)] = 0.0;
+      for (int64_t j = i0 - 1; j > 0; --j) suf[size_t(j - 1)] = suf[size_t(j)] + double(tr.delta[j * E + e]);
+      for (int64_t n = 0; n < N; ++n) {
+        const double a = A[n];
+        float* h = H.data() + n * T;
+        const float* bt = P.Bt.data() + n * T;
+        for (int64_t j = 0; j < i0; ++j)
+          h[j] = exp_clamped(float(a * suf[size_t(j)])) * (tr.delta[j * E + e] * bt[j]);
+      }
+    }
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t n = 0; n < N; ++n) abar[size_t((i - i0) * N + n)] = exp_clamped(tr.delta[i * E + e] * A[n]);
+    for (int64_t i = i0; i < i1; ++i) {
+      float* r = row.data();
+      std::fill(r, r + i + 1, 0.0f);
+      const float di = tr.delta[i * E + e];
+      for (int64_t n = 0; n < N; ++n) {
+        float* h = H.data() + n * T;
+        const float ab = abar[size_t((i - i0) * N + n)];
+        const float c = P.Ct[size_t(n * T + i)];
+#pragma omp simd
+        for (int64_t j = 0; j < i; ++j) {
+          const float v = h[j] * ab;
+          h[j] = v;
+          r[j] += c * v;
+        }
+        h[i] = di * P.Bt[size_t(n * T + i)];
+        r[i] += c * h[i];
+      }
+      emit(i, r);
+    }
+  }
+};
+
+template <typename PerBand>
+void for_each_band(int64_t T, PerBand&& per_band) {
+  const int64_t nb = (T + kBand - 1) / kBand;
+  // Later bands have more columns: hand them out from the end, one at a time.
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t k = 0; k < nb; ++k) {
+    const int64_t b = nb - 1 - k;
+    per_band(b * kBand, std::min(T, (b + 1) * kBand));
+  }
+}
+
+}  // namespace
+
+Tensor hidden_attention_full(const MixerTrace& tr, AttnKind kind, int64_t c0, int64_t c1) {
+  check_range(tr, c0, c1);
+  const int64_t T = tr.T, nc = c1 - c0;
+  Prepared P(tr, kind, c0, c1);
+  Tensor out({nc, T, T});
+  for_each_band(T, [&](int64_t i0, int64_t i1) {
+    BandWorker w(T, tr.N);
+    std::vector<float> tmp(static_cast<size_t>(T));
+    for (int64_t e = c0; e < c1; ++e) {
+      const int64_t k = e - c0;
+      w.run(tr, P, e, i0, i1, [&](int64_t i, const float* r) {
+        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, kind == AttnKind::S6 ? nullptr : P.sig.data() + k * T,
+                      kind == AttnKind::S6 ? nullptr : P.gate.data() + k * T, r, out.ptr() + (k * T + i) * T, tmp.data());
+      });
+    }
+  });
+  return out;
+}
+
+Tensor hidden_attention_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce red, int64_t c0, int64_t c1) {
+  check_range(tr, c0, c1);
+  const int64_t T = tr.T, nc = c1 - c0;
+  Prepared P(tr, kind, c0, c1);
+  Tensor out({T, T});
+  for_each_band(T, [&](int64_t i0, int64_t i1) {
+    BandWorker w(T, tr.N);
+    std::vector<float> tmp(static_cast<size_t>(T)), row(static_cast<size_t>(T));
+    if (red == AttnReduce::Max)
+      for (int64_t i = i0; i < i1; ++i) std::fill(out.ptr() + i * T, out.ptr() + i * T + i + 1, -std::numeric_limits<float>::infinity());
+    for (int64_t e = c0; e < c1; ++e) {
+      const int64_t k = e - c0;
+      w.run(tr, P, e, i0, i1, [&](int64_t i, const float* r) {
+        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, kind == AttnKind::S6 ? nullptr : P.sig.data() + k * T,
+                      kind == AttnKind::S6 ? nullptr : P.gate.data() + k * T, r, row.data(), tmp.data());
+        float* o = out.ptr() + i * T;
+        if (red == AttnReduce::Mean) {
+          for (int64_t j = 0; j <= i; ++j) o[j] += row[j];
+        } else if (red == AttnReduce::AbsMean) {
+          for (int64_t j = 0; j <= i; ++j) o[j] += std::fabs(row[j]);
+        } else {
+          for (int64_t j = 0; j <= i; ++j) o[j] = std::max(o[j], row[j]);
+        }
+      });
+    }
+    if (red != AttnReduce::Max) {
+      const float s = 1.0f / float(nc);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = 0; j <= i; ++j) out.data[size_t(i * T + j)] *= s;
+    }
+  });
+  return out;
+}
+
+Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int64_t c0, int64_t c1, AttnCompat compat) {
+  check_range(tr, c0, c1);
+  const int64_t T = tr.T, N = tr.N, E = tr.E, nc = c1 - c0;
+  if (i < 0 || i >= T) throw Error("--row", "row " + std::to_string(i) + " is outside 0.." + std::to_string(T - 1));
+  Tensor out({nc, T});
+  const float* Ci = tr.C + i * tr.ld_bc;
+  const int64_t nblk = (nc + kLanes - 1) / kLanes;
+  parallel_for(nblk, [&](int64_t b0, int64_t b1) {
+    std::vector<float> p(size_t(N * kLanes)), At(size_t(N * kLanes)), s6(size_t(kLanes * T)), sig(static_cast<size_t>(T)),
+        gate(static_cast<size_t>(T)), tmp(static_cast<size_t>(T));
+    alignas(64) float d[kLanes], acc[kLanes];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t e0 = c0 + blk * kLanes, w = std::min(kLanes, c1 - e0);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t l = 0; l < kLanes; ++l) At[size_t(n * kLanes + l)] = l < w ? tr.A[(e0 + l) * N + n] : 0.0f;
+      std::fill(p.begin(), p.end(), 1.0f);
+      // Walk j = i, i-1, ..., 0 carrying p[n] = Π_{k=j+1..i} Ā_k[n] (exact), or Π_{k=j+1..i-1} (compat row).
+      int64_t jstart = i;
+      if (compat == AttnCompat::HiddenAttnRow) {
+        for (int64_t l = 0; l < kLanes; ++l) s6[size_t(l * T + i)] = 0.0f;
+        jstart = i - 1;
+      }
+      for (int64_t j = jstart; j >= 0; --j) {
+        for (int64_t l = 0; l < kLanes; ++l) {
+          d[l] = l < w ? tr.delta[j * E + e0 + l] : 0.0f;
+          acc[l] = 0.0f;
+        }
+        const float* Bj = tr.B + j * tr.ld_bc;
+        for (int64_t n = 0; n < N; ++n) {
+          const float cb = Ci[n] * Bj[n];
+          float* pn = p.data() + n * kLanes;
+          const float* an = At.data() + n * kLanes;
+#pragma omp simd
+          for (int64_t l = 0; l < kLanes; ++l) {
+            acc[l] += pn[l] * (d[l] * cb);
+            pn[l] *= exp_clamped(d[l] * an[l]);
+          }
+        }
+        for (int64_t l = 0; l < kLanes; ++l) s6[size_t(l * T + j)] = acc[l];
+      }
+      for (int64_t l = 0; l < w; ++l) {
+        const int64_t e = e0 + l;
+        if (kind != AttnKind::S6)
+          for (int64_t t = 0; t <= i; ++t) {
+            sig[size_t(t)] = sigmoid_f(tr.conv[t * E + e]);
+            gate[size_t(t)] = silu_f(tr.z[t * E + e]);
+          }
+        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, sig.data(), gate.data(), s6.data() + l * T,
+                      out.ptr() + (e - c0) * T, tmp.data());
+      }
+    }
+  });
+  return out;
+}
+
+Tensor hidden_attention_row_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce red, int64_t i, int64_t c0,
+                                   int64_t c1, AttnCompat compat) {
+  Tensor rows = hidden_attention_row(tr, kind, i, c0, c1, compat);
+  const int64_t T = tr.T, nc = c1 - c0;
+  Tensor out({T});
+  for (int64_t j = 0; j < T; ++j) {
+    float s = red == AttnReduce::Max ? -std::numeric_limits<float>::infinity() : 0.0f;
+    for (int64_t k = 0; k < nc; ++k) {
+      const float v = rows.data[size_t(k * T + j)];
+      if (red == AttnReduce::Mean) s += v;
+      else if (red == AttnReduce::AbsMean) s += std::fabs(v);
+      else s = std::max(s, v);
+    }
+    out.data[size_t(j)] = red == AttnReduce::Max ? s : s / float(nc);
+  }
+  return out;
+}
+
+void hidden_attention_extra_terms(const MixerTrace& tr, Tensor* d_term, Tensor* bias_term) {
+  const int64_t T = tr.T, E = tr.E;
+  if (d_term) {
+    *d_term = Tensor({T, E});
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t e = 0; e < E; ++e)
+        d_term->data[size_t(t * E + e)] = tr.D[e] * tr.u[t * E + e] * silu_f(tr.z[t * E + e]);
+  }
+  if (bias_term) {
+    *bias_term = Tensor({T, E});
+    if (!tr.conv_b) return;
+    // Σ_j α_e[i,j]·σ(c_j) is the scan's output for the input σ(c): one O(T·E·N) scan.
+    std::vector<float> sig(size_t(T * E)), s(size_t(T * E));
+    for (int64_t k = 0; k < T * E; ++k) sig[size_t(k)] = sigmoid_f(tr.conv[k]);
+    ScanArgs a;
+    a.T = T, a.E = E, a.N = tr.N;
+    a.u = sig.data(), a.delta = tr.delta, a.A = tr.A, a.B = tr.B, a.C = tr.C, a.ld_bc = tr.ld_bc;
+    selective_scan_forward(s.data(), nullptr, nullptr, a);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t e = 0; e < E; ++e)
+        bias_term->data[size_t(t * E + e)] = silu_f(tr.z[t * E + e]) * tr.conv_b[e] * s[size_t(t * E + e)];
+  }
+}
+
+}  // namespace ssmx

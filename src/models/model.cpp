@@ -1,0 +1,43 @@
+#include "models/model.h"
+
+#include "core/error.h"
+#include "models/mamba.h"
+
+namespace ssmx {
+
+int64_t ModelInfo::dim(const std::string& key) const {
+  for (const auto& [k, v] : dims)
+    if (k == key) return v;
+  return -1;
+}
+
+std::string detect_family(const Checkpoint& ck) {
+  const auto& c = ck.config;
+  const std::string where = ck.config_path.empty() ? ck.weights_where() : ck.config_path;
+  if (c.contains("model_type")) {
+    if (!c["model_type"].is_string()) throw Error(where, "model_type is not a string");
+    const std::string mt = c["model_type"].get<std::string>();
+    if (mt == "mamba" || mt == "falcon_mamba") return mt;
+    throw Error(where, "unknown model_type '" + mt + "' (supported: mamba, falcon_mamba)");
+  }
+  if (c.contains("d_model")) {  // original state-spaces/mamba config (mamba_ssm MambaConfig)
+    if (c.contains("ssm_cfg") && c["ssm_cfg"].is_object() && c["ssm_cfg"].contains("layer") &&
+        c["ssm_cfg"]["layer"] != "Mamba1")
+      throw Error(where, "ssm_cfg.layer " + c["ssm_cfg"]["layer"].dump() + " is not supported yet (supported: Mamba1)");
+    return "mamba";
+  }
+  // No config: recognise Mamba-1 by its tensors.
+  for (const char* n : {"backbone.layers.0.mixer.A_log", "layers.0.mixer.A_log"})
+    if (const RawTensor* t = ck.find(n); t && t->shape.size() == 2) return "mamba";
+  if (ck.config_path.empty()) throw Error(ck.path, "cannot tell the model family: no config.json and no Mamba tensors");
+  throw Error(where, "cannot tell the model family: no model_type");
+}
+
+std::unique_ptr<CausalLM> load_causal_lm(const Checkpoint& ck) {
+  const std::string fam = detect_family(ck);
+  if (fam == "mamba") return MambaModel::load(ck, false);
+  if (fam == "falcon_mamba") return MambaModel::load(ck, true);
+  throw Error(ck.path, "family '" + fam + "' is not supported");
+}
+
+}  // namespace ssmx
