@@ -341,8 +341,11 @@ class Regex {
     bool have_last = false;
     size_t last_match_end = 0;
     while (last_end <= n) {
-      int rc = pcre2_match(code_.get(), subj, n, last_end, 0, md.get(), mctx_.get());
-      if (rc == PCRE2_ERROR_JIT_STACKLIMIT) rc = pcre2_match(code_.get(), subj, n, last_end, PCRE2_NO_JIT, md.get(), mctx_.get());
+      // NO_UTF_CHECK: every string matched here is valid UTF-8 (the input is sanitised on entry), and the check
+      // would otherwise rescan the rest of the subject at each call (quadratic on long texts).
+      int rc = pcre2_match(code_.get(), subj, n, last_end, PCRE2_NO_UTF_CHECK, md.get(), mctx_.get());
+      if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+        rc = pcre2_match(code_.get(), subj, n, last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md.get(), mctx_.get());
       if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc < 0) {
         if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT)

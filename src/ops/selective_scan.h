@@ -5,7 +5,7 @@
 //   ssm[t,e]  = Σ_n h[t,e,n] · C[t,n]                                       (uses the updated state)
 //   y[t,e]    = (ssm[t,e] + D[e]·u[t,e]) · silu(z[t,e])                      (D skip, then the gate)
 //
-// Loop order (docs/architecture.md, performance.md §B1): 16 channels per vector lane group, the state loop inside
+// Loop order (docs/architecture.md, performance.md §B1): 32 channels per lane group, the state loop inside
 // the token loop, threads over channel groups. Every channel is computed the same way whatever the partition, so the
 // result is bitwise identical for any thread count. exp arguments are ≤ 0 (Δ ≥ 0, A < 0) and clamped at -87.3.
 #pragma once
