@@ -54,7 +54,7 @@ int64_t hidden_attention_bytes_full(int64_t channels, int64_t T) { return channe
 
 namespace {
 
-constexpr int64_t kBand = 64;   // rows per band: fixed, so results do not depend on the thread count
+constexpr int64_t kBand = 128;  // rows per band: fixed, so results do not depend on the thread count
 constexpr int64_t kLanes = 16;  // channels per lane group in row mode
 
 void check_range(const MixerTrace& tr, int64_t c0, int64_t c1) {
@@ -105,12 +105,12 @@ void transform_row(AttnKind kind, int64_t i, int64_t T, int64_t K, const float* 
     } else {
       std::memcpy(tmp, s6, size_t(n) * 4);
     }
-    if (conv) {  // out[j] = Σ_k tmp[j+k] · w[K-1-k], j + k ≤ i
-      for (int64_t j = 0; j < n; ++j) {
-        float s = 0.0f;
-        const int64_t kmax = std::min(K, n - j);
-        for (int64_t k = 0; k < kmax; ++k) s += tmp[j + k] * w[K - 1 - k];
-        out[j] = s;
+    if (conv) {  // out[j] = Σ_k tmp[j+k] · w[K-1-k], j + k ≤ i: K vectorisable passes
+      const float w0 = w[K - 1];
+      for (int64_t j = 0; j < n; ++j) out[j] = tmp[j] * w0;
+      for (int64_t k = 1; k < K; ++k) {
+        const float wk = w[K - 1 - k];
+        for (int64_t j = 0; j + k < n; ++j) out[j] += tmp[j + k] * wk;
       }
     } else {
       std::memcpy(out, tmp, size_t(n) * 4);
@@ -123,52 +123,92 @@ void transform_row(AttnKind kind, int64_t i, int64_t T, int64_t K, const float* 
   if (n < T) std::memset(out + n, 0, size_t(T - n) * 4);
 }
 
-// Impulse propagation over one band of rows [i0, i1) for channel e. emit(i, row) receives α_e[i, 0..i] (S6).
-// Scratch: H (N, T) states, abar (kBand, N), row (T).
+// Impulse propagation over one band of rows [i0, i1) for channel e. Adds row i of
+//   diag(row_scale) · α_e · diag(col_scale)          (either scale may be null = 1)
+// into R[(i - i0) · ldR + j] for j ≤ i (R is accumulated into, never cleared here). Columns are independent, so the
+// propagation runs over column tiles of kTileJ whose states (N, kTileJ) stay in L1.
 struct BandWorker {
-  std::vector<float> H, abar, row;
+  static constexpr int64_t kTileJ = 64;
+  std::vector<float> H, abar;
   std::vector<double> suf;
-  explicit BandWorker(int64_t T, int64_t N) : H(size_t(N * T)), abar(size_t(kBand * N)), row(static_cast<size_t>(T)), suf(static_cast<size_t>(T)) {}
+  explicit BandWorker(int64_t T, int64_t N) : H(size_t(N * kTileJ)), abar(size_t(kBand * N)), suf(static_cast<size_t>(T)) {}
 
-  template <typename Emit>
-  void run(const MixerTrace& tr, const Prepared& P, int64_t e, int64_t i0, int64_t i1, Emit&& emit) {
+  void run(const MixerTrace& tr, const Prepared& P, int64_t e, int64_t i0, int64_t i1, float* R, int64_t ldR,
+           const float* row_scale, const float* col_scale) {
     const int64_t T = tr.T, N = tr.N, E = tr.E;
     const float* A = tr.A + e * N;
-    // States entering the band, directly: H[n][j] = exp(A_n · Σ_{k=j+1..i0-1} Δ_k) · Δ_j · B_j[n], sums in double.
+    // Σ_{k=j+1..i0-1} Δ_k for j < i0, in double (the exponent of the state entering the band).
     if (i0 > 0) {
       suf[size_t(i0 - 1)] = 0.0;
       for (int64_t j = i0 - 1; j > 0; --j) suf[size_t(j - 1)] = suf[size_t(j)] + double(tr.delta[j * E + e]);
-      for (int64_t n = 0; n < N; ++n) {
-        const double a = A[n];
-        float* h = H.data() + n * T;
-        const float* bt = P.Bt.data() + n * T;
-        for (int64_t j = 0; j < i0; ++j)
-          h[j] = exp_clamped(float(a * suf[size_t(j)])) * (tr.delta[j * E + e] * bt[j]);
-      }
     }
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t n = 0; n < N; ++n) abar[size_t((i - i0) * N + n)] = exp_clamped(tr.delta[i * E + e] * A[n]);
-    for (int64_t i = i0; i < i1; ++i) {
-      float* r = row.data();
-      std::fill(r, r + i + 1, 0.0f);
-      const float di = tr.delta[i * E + e];
+    for (int64_t j0 = 0; j0 < i1; j0 += kTileJ) {
+      const int64_t j1 = std::min(i1, j0 + kTileJ), tw = j1 - j0;
+      // Entering states of this tile's columns below the band: exp(A_n · suf_j) · Δ_j · B_j[n] (· col_scale_j).
       for (int64_t n = 0; n < N; ++n) {
-        float* h = H.data() + n * T;
-        const float ab = abar[size_t((i - i0) * N + n)];
-        const float c = P.Ct[size_t(n * T + i)];
-#pragma omp simd
-        for (int64_t j = 0; j < i; ++j) {
-          const float v = h[j] * ab;
-          h[j] = v;
-          r[j] += c * v;
+        float* h = H.data() + n * kTileJ;
+        const double a = A[n];
+        const float* bt = P.Bt.data() + n * T;
+        for (int64_t j = j0; j < std::min(j1, i0); ++j) {
+          float v = exp_clamped(float(a * suf[size_t(j)])) * (tr.delta[j * E + e] * bt[j]);
+          h[j - j0] = col_scale ? v * col_scale[j] : v;
         }
-        h[i] = di * P.Bt[size_t(n * T + i)];
-        r[i] += c * h[i];
       }
-      emit(i, r);
+      for (int64_t i = std::max(i0, j0); i < i1; ++i) {
+        float* r = R + (i - i0) * ldR + j0;
+        const int64_t active = std::min(tw, i - j0);  // columns j0 .. j0+active-1 are < i
+        const float di = tr.delta[i * E + e];
+        const float rs = row_scale ? row_scale[i] : 1.0f;
+        for (int64_t n = 0; n < N; ++n) {
+          float* __restrict h = H.data() + n * kTileJ;
+          const float ab = abar[size_t((i - i0) * N + n)];
+          const float c = P.Ct[size_t(n * T + i)] * rs;
+#pragma omp simd
+          for (int64_t j = 0; j < active; ++j) {
+            const float v = h[j] * ab;
+            h[j] = v;
+            r[j] += c * v;
+          }
+          if (i < j1) {  // the diagonal enters: h[i] = Δ_i · B_i (· col_scale_i)
+            float v = di * P.Bt[size_t(n * T + i)];
+            h[i - j0] = col_scale ? v * col_scale[i] : v;
+            r[i - j0] += c * h[i - j0];
+          }
+        }
+      }
     }
   }
 };
+
+// Row and column scales that fold the gate and the activation into the propagation; the conv (channel-specific taps)
+// is applied to each finished row by conv_row.
+struct KindScales {
+  const float* row = nullptr;
+  const float* col = nullptr;
+  bool conv = false;
+};
+KindScales kind_scales(AttnKind kind, const Prepared& P, int64_t k, int64_t T) {
+  KindScales s;
+  if (kind == AttnKind::S6) return s;
+  if (kind != AttnKind::UnifiedNoGate) s.row = P.gate.data() + k * T;
+  if (kind != AttnKind::UnifiedNoAct) s.col = P.sig.data() + k * T;
+  s.conv = kind != AttnKind::UnifiedNoConv;
+  return s;
+}
+
+// out[j] = Σ_k in[j+k] · w[K-1-k] for j + k ≤ i (the banded conv matrix applied from the right); zeros above i.
+void conv_row(int64_t i, int64_t T, int64_t K, const float* w, const float* in, float* out) {
+  const int64_t n = i + 1;
+  const float w0 = w[K - 1];
+  for (int64_t j = 0; j < n; ++j) out[j] = in[j] * w0;
+  for (int64_t k = 1; k < K; ++k) {
+    const float wk = w[K - 1 - k];
+    for (int64_t j = 0; j + k < n; ++j) out[j] += in[j + k] * wk;
+  }
+  if (n < T) std::memset(out + n, 0, size_t(T - n) * 4);
+}
 
 template <typename PerBand>
 void for_each_band(int64_t T, PerBand&& per_band) {
@@ -190,13 +230,18 @@ Tensor hidden_attention_full(const MixerTrace& tr, AttnKind kind, int64_t c0, in
   Tensor out({nc, T, T});
   for_each_band(T, [&](int64_t i0, int64_t i1) {
     BandWorker w(T, tr.N);
-    std::vector<float> tmp(static_cast<size_t>(T));
+    std::vector<float> buf;
     for (int64_t e = c0; e < c1; ++e) {
       const int64_t k = e - c0;
-      w.run(tr, P, e, i0, i1, [&](int64_t i, const float* r) {
-        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, kind == AttnKind::S6 ? nullptr : P.sig.data() + k * T,
-                      kind == AttnKind::S6 ? nullptr : P.gate.data() + k * T, r, out.ptr() + (k * T + i) * T, tmp.data());
-      });
+      const KindScales ks = kind_scales(kind, P, k, T);
+      float* dst = out.ptr() + (k * T + i0) * T;  // zero-initialised
+      if (!ks.conv) {
+        w.run(tr, P, e, i0, i1, dst, T, ks.row, ks.col);
+        continue;
+      }
+      buf.assign(size_t((i1 - i0) * T), 0.0f);
+      w.run(tr, P, e, i0, i1, buf.data(), T, ks.row, ks.col);
+      for (int64_t i = i0; i < i1; ++i) conv_row(i, T, tr.K, tr.conv_w + e * tr.K, buf.data() + (i - i0) * T, dst + (i - i0) * T);
     }
   });
   return out;
@@ -209,28 +254,38 @@ Tensor hidden_attention_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce r
   Tensor out({T, T});
   for_each_band(T, [&](int64_t i0, int64_t i1) {
     BandWorker w(T, tr.N);
-    std::vector<float> tmp(static_cast<size_t>(T)), row(static_cast<size_t>(T));
+    const int64_t nb = i1 - i0;
+    float* dst = out.ptr() + i0 * T;
+    std::vector<float> buf, row(static_cast<size_t>(T));
     if (red == AttnReduce::Max)
-      for (int64_t i = i0; i < i1; ++i) std::fill(out.ptr() + i * T, out.ptr() + i * T + i + 1, -std::numeric_limits<float>::infinity());
+      for (int64_t i = i0; i < i1; ++i) std::fill(dst + (i - i0) * T, dst + (i - i0) * T + i + 1, -std::numeric_limits<float>::infinity());
     for (int64_t e = c0; e < c1; ++e) {
-      const int64_t k = e - c0;
-      w.run(tr, P, e, i0, i1, [&](int64_t i, const float* r) {
-        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, kind == AttnKind::S6 ? nullptr : P.sig.data() + k * T,
-                      kind == AttnKind::S6 ? nullptr : P.gate.data() + k * T, r, row.data(), tmp.data());
-        float* o = out.ptr() + i * T;
-        if (red == AttnReduce::Mean) {
-          for (int64_t j = 0; j <= i; ++j) o[j] += row[j];
-        } else if (red == AttnReduce::AbsMean) {
-          for (int64_t j = 0; j <= i; ++j) o[j] += std::fabs(row[j]);
-        } else {
-          for (int64_t j = 0; j <= i; ++j) o[j] = std::max(o[j], row[j]);
+      const KindScales ks = kind_scales(kind, P, e - c0, T);
+      if (red == AttnReduce::Mean && !ks.conv) {  // linear and no per-channel mixing: accumulate in place
+        w.run(tr, P, e, i0, i1, dst, T, ks.row, ks.col);
+        continue;
+      }
+      buf.assign(size_t(nb * T), 0.0f);
+      w.run(tr, P, e, i0, i1, buf.data(), T, ks.row, ks.col);
+      for (int64_t i = i0; i < i1; ++i) {
+        const float* r = buf.data() + (i - i0) * T;
+        if (ks.conv) {
+          conv_row(i, T, tr.K, tr.conv_w + e * tr.K, r, row.data());
+          r = row.data();
         }
-      });
+        float* o = dst + (i - i0) * T;
+        if (red == AttnReduce::Mean) {
+          for (int64_t j = 0; j <= i; ++j) o[j] += r[j];
+        } else if (red == AttnReduce::AbsMean) {
+          for (int64_t j = 0; j <= i; ++j) o[j] += std::fabs(r[j]);
+        } else {
+          for (int64_t j = 0; j <= i; ++j) o[j] = std::max(o[j], r[j]);
+        }
+      }
     }
     if (red != AttnReduce::Max) {
       const float s = 1.0f / float(nc);
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = 0; j <= i; ++j) out.data[size_t(i * T + j)] *= s;
+      for (int64_t k = 0; k < nb * T; ++k) dst[k] *= s;
     }
   });
   return out;
