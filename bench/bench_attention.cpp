@@ -75,7 +75,7 @@ void naive_mean_map(const MixerTrace& tr, int64_t c0, int64_t c1, float* out) {
 int main(int argc, char** argv) {
   ensure_blas_core(argc, argv);
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
-  set_num_threads(0);
+  set_num_threads(std::stoi(bench::take_flag(argc, argv, "threads", "0")));
   Synth map_case(1024, 1536, 16);
   Synth row_case(8192, 1536, 16);
 

@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   const int layers = std::stoi(bench::take_flag(argc, argv, "layers", "24"));
   const std::string seqlens = bench::take_flag(argc, argv, "seqlens", "512,2048");
-  set_num_threads(0);
+  set_num_threads(std::stoi(bench::take_flag(argc, argv, "threads", "0")));
 
   g.cfg.n_layer = layers, g.cfg.d_model = 768, g.cfg.d_inner = 1536, g.cfg.d_state = 16, g.cfg.d_conv = 4;
   g.cfg.dt_rank = 48, g.cfg.vocab = 50280, g.cfg.conv_bias = true, g.cfg.tied = true;

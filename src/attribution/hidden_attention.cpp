@@ -125,60 +125,123 @@ void transform_row(AttnKind kind, int64_t i, int64_t T, int64_t K, const float* 
 
 // Impulse propagation over one band of rows [i0, i1) for channel e. Adds row i of
 //   diag(row_scale) · α_e · diag(col_scale)          (either scale may be null = 1)
-// into R[(i - i0) · ldR + j] for j ≤ i (R is accumulated into, never cleared here). Columns are independent, so the
-// propagation runs over column tiles of kTileJ whose states (N, kTileJ) stay in L1.
+// into R[(i - i0) · ldR + j] for j ≤ i (R is accumulated into, never cleared here; columns i < j < i1 receive +0).
+//
+// Columns are independent. Each group of 8 columns keeps its states (8 at a time) in vector registers while the
+// rows of the band stream past: per row and state one multiply by the broadcast decay Ā_i[n] and one multiply-add
+// into the row's accumulator. The 8×8 diagonal block, where columns switch on, runs from a small array first.
+typedef float v8f __attribute__((vector_size(32)));
+
 struct BandWorker {
-  static constexpr int64_t kTileJ = 64;
-  std::vector<float> H, abar;
+  static constexpr int64_t kW = 8;  // columns per group
+  static constexpr int64_t kQ = 8;  // states held in registers at a time
+  std::vector<float> abar, cs, hmem;
   std::vector<double> suf;
-  explicit BandWorker(int64_t T, int64_t N) : H(size_t(N * kTileJ)), abar(size_t(kBand * N)), suf(static_cast<size_t>(T)) {}
+  std::vector<v8f> acc_rows;
+  explicit BandWorker(int64_t T, int64_t N)
+      : abar(size_t(kBand * N)), cs(size_t(kBand * N)), hmem(size_t(N * kW)), suf(static_cast<size_t>(T)),
+        acc_rows(size_t(kBand)) {}
+
+  static void add_row(float* r, int64_t valid, v8f acc) {
+    if (valid >= kW) {
+      v8f cur;
+      std::memcpy(&cur, r, sizeof cur);
+      cur += acc;
+      std::memcpy(r, &cur, sizeof cur);
+    } else {
+      for (int64_t l = 0; l < valid; ++l) r[l] += acc[l];
+    }
+  }
+
+  // Rows [ia, i1) of one column group for states n0 .. n0+Q-1, the states held in registers (a fixed-size array
+  // indexed only by constants, so the compiler never spills it).
+  template <int Q>
+  void rows_fast(v8f* out, int64_t i0, int64_t ia, int64_t i1, int64_t N, int64_t n0) {
+    v8f h[Q];
+#pragma GCC unroll 8
+    for (int k = 0; k < Q; ++k) std::memcpy(&h[k], hmem.data() + (n0 + k) * kW, sizeof(v8f));
+    for (int64_t i = ia; i < i1; ++i) {
+      const float* ab = abar.data() + (i - i0) * N + n0;
+      const float* c = cs.data() + (i - i0) * N + n0;
+      v8f acc0 = v8f{}, acc1 = v8f{};
+#pragma GCC unroll 8
+      for (int k = 0; k < Q; ++k) {
+        h[k] *= ab[k];
+        if (k % 2 == 0) acc0 += h[k] * c[k];
+        else acc1 += h[k] * c[k];
+      }
+      out[i - ia] += acc0 + acc1;
+    }
+  }
 
   void run(const MixerTrace& tr, const Prepared& P, int64_t e, int64_t i0, int64_t i1, float* R, int64_t ldR,
            const float* row_scale, const float* col_scale) {
-    const int64_t T = tr.T, N = tr.N, E = tr.E;
+    const int64_t T = tr.T, N = tr.N, E = tr.E, nb = i1 - i0;
     const float* A = tr.A + e * N;
-    // Σ_{k=j+1..i0-1} Δ_k for j < i0, in double (the exponent of the state entering the band).
-    if (i0 > 0) {
+    if (i0 > 0) {  // Σ_{k=j+1..i0-1} Δ_k for j < i0, in double: the exponent of the state entering the band
       suf[size_t(i0 - 1)] = 0.0;
       for (int64_t j = i0 - 1; j > 0; --j) suf[size_t(j - 1)] = suf[size_t(j)] + double(tr.delta[j * E + e]);
     }
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t n = 0; n < N; ++n) abar[size_t((i - i0) * N + n)] = exp_clamped(tr.delta[i * E + e] * A[n]);
-    for (int64_t j0 = 0; j0 < i1; j0 += kTileJ) {
-      const int64_t j1 = std::min(i1, j0 + kTileJ), tw = j1 - j0;
-      // Entering states of this tile's columns below the band: exp(A_n · suf_j) · Δ_j · B_j[n] (· col_scale_j).
+    // Per row of the band: decays Ā_i[n] and the query weights C_i[n] (· row_scale_i), row-major (i, n).
+    for (int64_t i = i0; i < i1; ++i) {
+      const float di = tr.delta[i * E + e], rs = row_scale ? row_scale[i] : 1.0f;
       for (int64_t n = 0; n < N; ++n) {
-        float* h = H.data() + n * kTileJ;
-        const double a = A[n];
-        const float* bt = P.Bt.data() + n * T;
-        for (int64_t j = j0; j < std::min(j1, i0); ++j) {
-          float v = exp_clamped(float(a * suf[size_t(j)])) * (tr.delta[j * E + e] * bt[j]);
-          h[j - j0] = col_scale ? v * col_scale[j] : v;
-        }
-      }
-      for (int64_t i = std::max(i0, j0); i < i1; ++i) {
-        float* r = R + (i - i0) * ldR + j0;
-        const int64_t active = std::min(tw, i - j0);  // columns j0 .. j0+active-1 are < i
-        const float di = tr.delta[i * E + e];
-        const float rs = row_scale ? row_scale[i] : 1.0f;
-        for (int64_t n = 0; n < N; ++n) {
-          float* __restrict h = H.data() + n * kTileJ;
-          const float ab = abar[size_t((i - i0) * N + n)];
-          const float c = P.Ct[size_t(n * T + i)] * rs;
-#pragma omp simd
-          for (int64_t j = 0; j < active; ++j) {
-            const float v = h[j] * ab;
-            h[j] = v;
-            r[j] += c * v;
-          }
-          if (i < j1) {  // the diagonal enters: h[i] = Δ_i · B_i (· col_scale_i)
-            float v = di * P.Bt[size_t(n * T + i)];
-            h[i - j0] = col_scale ? v * col_scale[i] : v;
-            r[i - j0] += c * h[i - j0];
-          }
-        }
+        abar[size_t((i - i0) * N + n)] = exp_clamped(di * A[n]);
+        cs[size_t((i - i0) * N + n)] = P.Ct[size_t(n * T + i)] * rs;
       }
     }
+    auto inject = [&](int64_t j, int64_t n) {  // the state a column starts with at its own row: Δ_j · B_j[n] (· col_j)
+      const float v = tr.delta[j * E + e] * P.Bt[size_t(n * T + j)];
+      return col_scale ? v * col_scale[j] : v;
+    };
+    for (int64_t j0 = 0; j0 < i1; j0 += kW) {
+      const int64_t valid = std::min(kW, T - j0);  // columns that exist in R's rows
+      int64_t first_fast_row;
+      if (j0 < i0) {  // columns below the band (all of the group, as bands are multiples of kW): log-space states
+        for (int64_t n = 0; n < N; ++n) {
+          alignas(32) float arg[kW], inj[kW];
+          const double a = A[n];
+          for (int64_t l = 0; l < kW; ++l) {
+            arg[l] = float(a * suf[size_t(j0 + l)]);
+            inj[l] = inject(j0 + l, n);
+          }
+          float* h = hmem.data() + n * kW;
+#pragma omp simd
+          for (int64_t l = 0; l < kW; ++l) h[l] = exp_clamped(arg[l]) * inj[l];
+        }
+        first_fast_row = i0;
+      } else {  // the diagonal block: columns switch on at their own row
+        std::fill(hmem.begin(), hmem.end(), 0.0f);
+        const int64_t iend = std::min(i1, j0 + kW);
+        for (int64_t i = j0; i < iend; ++i) {
+          const float* ab = abar.data() + (i - i0) * N;
+          const float* c = cs.data() + (i - i0) * N;
+          float acc[kW] = {};
+          for (int64_t n = 0; n < N; ++n) {
+            float* h = hmem.data() + n * kW;
+            for (int64_t l = 0; l < kW; ++l) h[l] *= ab[n];
+            h[i - j0] = inject(i, n);
+            for (int64_t l = 0; l < kW; ++l) acc[l] += c[n] * h[l];
+          }
+          float* r = R + (i - i0) * ldR + j0;
+          for (int64_t l = 0; l <= i - j0 && l < valid; ++l) r[l] += acc[l];
+        }
+        first_fast_row = iend;
+      }
+      if (first_fast_row >= i1) continue;
+      // Rows below the diagonal block: states in registers, kQ at a time, summed over state chunks in a contiguous
+      // scratch (rows of R lie T floats apart: walking them once per chunk thrashes one L1 set).
+      const int64_t nrows = i1 - first_fast_row;
+      std::fill(acc_rows.begin(), acc_rows.begin() + nrows, v8f{});
+      for (int64_t n0 = 0; n0 < N;) {
+        const int64_t q = N - n0;
+        if (q >= kQ) rows_fast<kQ>(acc_rows.data(), i0, first_fast_row, i1, N, n0), n0 += kQ;
+        else if (q >= 4) rows_fast<4>(acc_rows.data(), i0, first_fast_row, i1, N, n0), n0 += 4;
+        else rows_fast<1>(acc_rows.data(), i0, first_fast_row, i1, N, n0), n0 += 1;
+      }
+      for (int64_t i = first_fast_row; i < i1; ++i) add_row(R + (i - i0) * ldR + j0, valid, acc_rows[size_t(i - first_fast_row)]);
+    }
+    (void)nb;
   }
 };
 

@@ -845,14 +845,17 @@ void byte_map(NormStr& ns) {
 }
 
 struct PreTok {
-  enum class Kind { ByteLevel, Split, Digits, Punctuation, Whitespace, WhitespaceSplit, Bert, CharDelimiter, Sequence };
+  enum class Kind { ByteLevel, Split, Digits, Punctuation, Whitespace, WhitespaceSplit, Bert, CharDelimiter, Metaspace, Sequence };
+  enum class Prepend { Always, First, Never };
   Kind kind = Kind::ByteLevel;
   bool add_prefix_space = true, use_regex = true;  // ByteLevel
   std::shared_ptr<const Regex> re;                 // ByteLevel (GPT-2 regex), Split, Whitespace
   bool invert = false;                             // Split
   Behavior behavior = Behavior::Isolated;          // Split, Punctuation
   bool individual_digits = false;                  // Digits
-  uint32_t delimiter = 0;                          // CharDelimiterSplit
+  uint32_t delimiter = 0;                          // CharDelimiterSplit; Metaspace replacement
+  Prepend prepend = Prepend::Always;               // Metaspace
+  bool split = true;                               // Metaspace
   std::vector<PreTok> seq;
 
   void apply(std::vector<Piece>& pieces) const {
@@ -920,6 +923,34 @@ struct PreTok {
       case Kind::CharDelimiter: {
         const uint32_t d = delimiter;
         split_into(std::move(ns), char_segs(s, [d](uint32_t c) { return c == d; }), Behavior::Removed, out);
+        break;
+      }
+      case Kind::Metaspace: {
+        std::string rep;
+        append_utf8(rep, delimiter);
+        if (ns.s.find(' ') != std::string::npos) {
+          NormStr r;
+          for (size_t i = 0; i < ns.s.size(); ++i) {
+            if (ns.s[i] == ' ') r.push(rep, ns.al[i]);
+            else r.s += ns.s[i], r.al.push_back(ns.al[i]);
+          }
+          ns = std::move(r);
+        }
+        const bool add = prepend == Prepend::Always || (prepend == Prepend::First && !ns.al.empty() && ns.al[0].b == 0);
+        if (add && !ns.s.empty() && ns.s.compare(0, rep.size(), rep) != 0) {
+          NormStr p;
+          p.push(rep, ns.span(0, utf8_at(ns.s.data(), ns.s.size(), 0).len));
+          p.s += ns.s;
+          p.al.insert(p.al.end(), ns.al.begin(), ns.al.end());
+          ns = std::move(p);
+        }
+        if (split) {
+          const uint32_t d = delimiter;
+          const std::vector<Seg> segs = char_segs(ns.s, [d](uint32_t c) { return c == d; });
+          split_into(std::move(ns), segs, Behavior::MergedWithNext, out);
+        } else if (!ns.s.empty()) {
+          out.push_back({std::move(ns), -1});
+        }
         break;
       }
       case Kind::Sequence: break;  // handled in apply()
@@ -1078,12 +1109,13 @@ struct PostProc {
 // concatenation).
 
 struct Decoder {
-  enum class Kind { ByteLevel, Replace, Fuse, Strip, ByteFallback, Sequence } kind = Kind::ByteLevel;
+  enum class Kind { ByteLevel, Replace, Fuse, Strip, ByteFallback, Metaspace, Sequence } kind = Kind::ByteLevel;
   std::vector<Decoder> seq;
   std::shared_ptr<const Regex> re;  // Replace
   std::string content;              // Replace
-  uint32_t strip_char = ' ';        // Strip
+  uint32_t strip_char = ' ';        // Strip; Metaspace replacement
   size_t start = 0, stop = 0;       // Strip
+  bool prepended = true;            // Metaspace: the pre-tokenizer added a replacement to the first word
 
   void apply(std::vector<std::string>& toks) const {
     switch (kind) {
@@ -1164,6 +1196,22 @@ struct Decoder {
         toks = std::move(out);
         break;
       }
+      case Kind::Metaspace:  // replacement -> ' ', dropped in the first token when the pre-tokenizer prepends one
+        for (size_t k = 0; k < toks.size(); ++k) {
+          std::string r;
+          const std::string& tok = toks[k];
+          for (size_t i = 0; i < tok.size();) {
+            const Utf8Char u = utf8_at(tok.data(), tok.size(), i);
+            if (u.ok && u.cp == strip_char) {
+              if (!(k == 0 && prepended)) r += ' ';
+            } else {
+              r.append(tok, i, u.len);
+            }
+            i += u.len;
+          }
+          toks[k] = std::move(r);
+        }
+        break;
       case Kind::Sequence:
         for (const Decoder& d : seq) d.apply(toks);
         break;
@@ -1178,7 +1226,7 @@ struct Decoder {
 struct Tokenizer::Impl {
   std::string name;
   std::vector<AddedToken> added;
-  std::unordered_map<int32_t, size_t> added_by_id;        // id -> index in `added` (the first with that id)
+  std::unordered_map<int32_t, size_t> added_by_id;        // id -> index in `added` (the last with that id)
   std::unordered_map<std::string, int32_t> added_by_content;
   std::unordered_set<std::string> special_contents;
   std::unordered_set<int32_t> special_ids;
@@ -1223,10 +1271,14 @@ struct Tokenizer::Impl {
         cache.emplace(w, local);
       }
     }
+    // Symbol lengths add up to the word's size, except with byte fallback and a prefix or suffix (each byte token
+    // counts 1, as in `tokenizers`); clamp so that every token keeps a non-empty range inside the word.
+    const auto n = static_cast<uint32_t>(w.size());
     uint32_t pos = 0;
     for (const auto& [id, len] : *res) {
-      const uint32_t e = std::min<uint32_t>(pos + len, static_cast<uint32_t>(w.size()));
-      out.push_back({id, pos, e});
+      const uint32_t b = std::min(pos, n - 1);
+      const uint32_t e = std::max(b + 1, std::min(pos + len, n));
+      out.push_back({id, b, e});
       pos = e;
     }
   }
@@ -1411,6 +1463,24 @@ class Loader {
     return n;
   }
 
+  uint32_t one_char(const json& o, const char* key, const std::string& what) const {
+    const std::string c = str(o, key, what);
+    const Utf8Char u = c.empty() ? Utf8Char{0, 0, false} : utf8_at(c.data(), c.size(), 0);
+    if (!u.ok || u.len != c.size()) fail(what + ": '" + key + "' " + msg_quote(c) + " is not one character");
+    return u.cp;
+  }
+
+  // Metaspace: "prepend_scheme" always | first | never; the older "add_prefix_space": false means never.
+  PreTok::Prepend prepend_scheme(const json& o, const std::string& what) const {
+    if (!boolean(o, "add_prefix_space", true, what)) return PreTok::Prepend::Never;
+    if (!opt(o, "prepend_scheme")) return PreTok::Prepend::Always;
+    const std::string s = str(o, "prepend_scheme", what);
+    if (s == "always") return PreTok::Prepend::Always;
+    if (s == "first") return PreTok::Prepend::First;
+    if (s == "never") return PreTok::Prepend::Never;
+    fail(what + ": prepend_scheme " + msg_quote(s) + " is not one of always, first, never");
+  }
+
   static Behavior behavior_of(const std::string& s, bool* ok) {
     *ok = true;
     if (s == "Removed") return Behavior::Removed;
@@ -1464,10 +1534,12 @@ class Loader {
       p.kind = K::Bert;
     } else if (type == "CharDelimiterSplit") {
       p.kind = K::CharDelimiter;
-      const std::string d = str(j, "delimiter", what + " CharDelimiterSplit");
-      const Utf8Char u = d.empty() ? Utf8Char{0, 0, false} : utf8_at(d.data(), d.size(), 0);
-      if (!u.ok || u.len != d.size()) fail(what + ": CharDelimiterSplit delimiter " + msg_quote(d) + " is not one character");
-      p.delimiter = u.cp;
+      p.delimiter = one_char(j, "delimiter", what + " CharDelimiterSplit");
+    } else if (type == "Metaspace") {
+      p.kind = K::Metaspace;
+      p.delimiter = one_char(j, "replacement", what + " Metaspace");
+      p.prepend = prepend_scheme(j, what + " Metaspace");
+      p.split = boolean(j, "split", true, what);
     } else if (type == "Sequence") {
       p.kind = K::Sequence;
       const json& a = array(j, "pretokenizers", what + " Sequence");
@@ -1481,7 +1553,7 @@ class Loader {
       *desc = "Sequence[" + parts + "]";
     } else {
       fail(what + " type " + msg_quote(type) +
-           " is not supported (supported: ByteLevel, Split, Digits, Punctuation, Whitespace, WhitespaceSplit, BertPreTokenizer, CharDelimiterSplit, Sequence)");
+           " is not supported (supported: ByteLevel, Split, Digits, Punctuation, Whitespace, WhitespaceSplit, BertPreTokenizer, CharDelimiterSplit, Metaspace, Sequence)");
     }
     return p;
   }
@@ -1561,20 +1633,21 @@ class Loader {
       check_utf8(d.content, what + " Replace content");
     } else if (type == "Strip") {
       d.kind = K::Strip;
-      const std::string c = str(j, "content", what + " Strip");
-      const Utf8Char u = c.empty() ? Utf8Char{0, 0, false} : utf8_at(c.data(), c.size(), 0);
-      if (!u.ok || u.len != c.size()) fail(what + ": Strip content " + msg_quote(c) + " is not one character");
-      d.strip_char = u.cp;
+      d.strip_char = one_char(j, "content", what + " Strip");
       const json* a = opt(j, "start");
       const json* b = opt(j, "stop");
       d.start = a ? static_cast<size_t>(std::max<int64_t>(0, integer(*a, what + " Strip start"))) : 0;
       d.stop = b ? static_cast<size_t>(std::max<int64_t>(0, integer(*b, what + " Strip stop"))) : 0;
+    } else if (type == "Metaspace") {
+      d.kind = K::Metaspace;
+      d.strip_char = one_char(j, "replacement", what + " Metaspace");
+      d.prepended = prepend_scheme(j, what + " Metaspace") != PreTok::Prepend::Never;
     } else if (type == "Sequence") {
       d.kind = K::Sequence;
       const json& a = array(j, "decoders", what + " Sequence");
       for (size_t i = 0; i < a.size(); ++i) d.seq.push_back(decoder(a[i], what + "[" + std::to_string(i) + "]"));
     } else {
-      fail(what + " type " + msg_quote(type) + " is not supported (supported: ByteLevel, Replace, Fuse, Strip, ByteFallback, Sequence)");
+      fail(what + " type " + msg_quote(type) + " is not supported (supported: ByteLevel, Replace, Fuse, Strip, ByteFallback, Metaspace, Sequence)");
     }
     return d;
   }
@@ -1641,8 +1714,14 @@ class Loader {
     b.merge_count = rank;
   }
 
+  // Ids are given as `tokenizers` gives them when it loads a file (AddedVocabulary::add_tokens): a token whose
+  // content is in the model vocabulary takes that id; any other takes the next id after the model vocabulary and the
+  // added tokens so far. The file's "id" agrees in files written by `tokenizers`; where it does not, `tokenizers`
+  // warns and uses its own id, and so does ssmx. Empty contents and repeated contents are ignored.
   void added_tokens(const json& a) const {
     if (!a.is_array()) fail("'added_tokens' is not an array");
+    const auto model_size = static_cast<int64_t>(t_.model.vocab.size());
+    int64_t added_max = -1;
     for (size_t i = 0; i < a.size(); ++i) {
       const std::string w = "added_tokens[" + std::to_string(i) + "]";
       const json& o = a[i];
@@ -1650,7 +1729,7 @@ class Loader {
       AddedToken t;
       const json* id = opt(o, "id");
       if (!id) fail(w + ": 'id' is missing");
-      t.id = token_id(*id, w + " id");
+      (void)token_id(*id, w + " id");
       t.content = str(o, "content", w);
       check_utf8(t.content, w + " content");
       t.special = boolean(o, "special", false, w);
@@ -1658,7 +1737,16 @@ class Loader {
       t.lstrip = boolean(o, "lstrip", false, w);
       t.rstrip = boolean(o, "rstrip", false, w);
       t.normalized = boolean(o, "normalized", !t.special, w);
+      if (t.content.empty() || t_.added_by_content.count(t.content)) continue;
+      int64_t new_id;
+      if (const auto it = t_.model.vocab.find(t.content); it != t_.model.vocab.end()) new_id = it->second;
+      else if (added_max < 0) new_id = model_size;
+      else new_id = (added_max >= model_size || model_size == 0) ? added_max + 1 : model_size;
+      if (new_id > kMaxId) fail(w + " would get id " + std::to_string(new_id) + ", above the limit " + std::to_string(kMaxId));
+      added_max = std::max(added_max, new_id);
+      t.id = static_cast<int32_t>(new_id);
       t_.max_id = std::max<int64_t>(t_.max_id, t.id);
+      t_.added_by_content.emplace(t.content, t.id);
       t_.added.push_back(std::move(t));
     }
   }
@@ -1690,9 +1778,8 @@ class Loader {
     // Added-token tables. Normalized tokens are matched in their normalized form.
     for (size_t i = 0; i < t_.added.size(); ++i) {
       const AddedToken& a = t_.added[i];
-      t_.added_by_id.emplace(a.id, i);
-      t_.added_by_content.emplace(a.content, a.id);
-      if (a.special) t_.special_contents.insert(a.content), t_.special_ids.insert(a.id);
+      t_.added_by_id[a.id] = i;  // a later token with the same id replaces the earlier one
+      if (a.special) t_.special_contents.insert(a.content);
       if (!a.normalized) {
         t_.raw_trie.add(a.content, static_cast<int32_t>(i));
       } else {
@@ -1701,6 +1788,8 @@ class Loader {
         t_.norm_trie.add(ns.s, static_cast<int32_t>(i));
       }
     }
+    for (const auto& [id, i] : t_.added_by_id)
+      if (t_.added[i].special) t_.special_ids.insert(id);
   }
 
  private:

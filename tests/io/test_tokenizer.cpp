@@ -350,6 +350,21 @@ TEST(Tokenizer, DigitsPunctuationWhitespacePreTokenizers) {
   EXPECT_EQ(enc.offsets, (std::vector<std::pair<size_t, size_t>>{{0, 2}, {2, 4}}));
 }
 
+TEST(Tokenizer, MetaspacePreTokenizerAndDecoder) {
+  const nlohmann::json ms = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}, {"split", true}};
+  nlohmann::json j = nlohmann::json::parse(piece_tokenizer_json(ms, "ab", {"\u2581", "\u2581ab", "\u2581b"}));
+  j["decoder"] = ms;
+  j["added_tokens"] = {{{"id", 9}, {"content", "<s>"}, {"special", true}}};
+  const Tokenizer t = Tokenizer::from_json_text(j.dump(), "metaspace.json");
+  EXPECT_EQ(tokens_of(t, "ab b"), (std::vector<std::string>{"\u2581ab", "\u2581b"}));
+  EXPECT_EQ(tokens_of(t, " b"), (std::vector<std::string>{"\u2581b"}));
+  // "first": only the piece at the start of the text gets the prepended replacement.
+  EXPECT_EQ(tokens_of(t, "b<s>ab"), (std::vector<std::string>{"\u2581b", "<s>", "a", "b"}));
+  EXPECT_EQ(t.decode(t.encode_ids("ab b")), "ab b");
+  const Encoding enc = t.encode("ab b");
+  EXPECT_EQ(enc.offsets, (std::vector<std::pair<size_t, size_t>>{{0, 2}, {2, 4}}));
+}
+
 TEST(Tokenizer, NormalizersAndOffsets) {
   const nlohmann::json seq = {{"type", "Sequence"},
                               {"normalizers", {{{"type", "NFKC"}}, {{"type", "Lowercase"}}}}};
@@ -426,6 +441,94 @@ TEST(Tokenizer, EncodesLargeText) {
   EXPECT_EQ(t.encode_ids(text), enc.ids);
 }
 
+TEST(Tokenizer, LlamaStyleByteFallbackUnkStripAndSingleWord) {
+  const Tokenizer t = Tokenizer::from_file(tok_file("tokenizer-llama-style.json"));
+  EXPECT_EQ(t.summary(), "BPE, 20 tokens, 6 merges, pre-tokenizer none");
+  // Prepend + Replace normalizer, no pre-tokenizer, byte fallback for '\n', BOS from the template.
+  const Encoding enc = t.encode("ab\nab");
+  EXPECT_EQ(enc.ids, (std::vector<int32_t>{1, 14, 3, 13}));
+  EXPECT_EQ(enc.offsets, (std::vector<std::pair<size_t, size_t>>{{0, 0}, {0, 2}, {2, 3}, {3, 5}}));
+  EXPECT_EQ(t.decode(enc.ids), "<s> ab\nab");
+  EXPECT_EQ(t.decode(enc.ids, true), "ab\nab");
+  // Unknown characters without byte tokens: one fused <unk>.
+  const Encoding unk = t.encode("xyz");
+  EXPECT_EQ(unk.ids, (std::vector<int32_t>{1, 6, 0}));
+  EXPECT_EQ(unk.offsets.back(), (std::pair<size_t, size_t>(0, 3)));
+  // é has byte tokens <0xC3> <0xA9>; both point at the whole character.
+  const Encoding e = t.encode("\xC3\xA9");
+  EXPECT_EQ(e.ids, (std::vector<int32_t>{1, 6, 4, 5}));
+  EXPECT_EQ(e.offsets[2], (std::pair<size_t, size_t>(0, 2)));
+  EXPECT_EQ(e.offsets[3], (std::pair<size_t, size_t>(0, 2)));
+  EXPECT_EQ(t.decode(e.ids, true), "\xC3\xA9");
+  EXPECT_EQ(t.decode({4}), "\xEF\xBF\xBD");  // a lone byte token decodes to U+FFFD
+  // lstrip/rstrip: [MASK] swallows the spaces around it.
+  const Encoding m = t.encode("a [MASK] b");
+  EXPECT_EQ(m.ids, (std::vector<int32_t>{1, 11, 18, 6, 8}));  // "▁b" is in the vocabulary but no merge makes it
+  EXPECT_EQ(m.offsets[2], (std::pair<size_t, size_t>(1, 9)));
+  // single_word: "tac" is an added token only as a whole word.
+  EXPECT_EQ(t.encode_ids("a tac"), (std::vector<int32_t>{1, 11, 6, 19}));
+  EXPECT_EQ(t.encode_ids("tacs"), (std::vector<int32_t>{1, 6, 10, 7, 9, 0}));
+  EXPECT_EQ(t.encode_ids("cat tac"), (std::vector<int32_t>{1, 17, 6, 19}));
+  EXPECT_EQ(t.decode({1, 17, 6, 19}, true), "cat tac");
+  EXPECT_TRUE(t.is_special(18));
+  EXPECT_FALSE(t.is_special(19));
+}
+
+TEST(Tokenizer, SuffixPrefixAndUnknownTokens) {
+  auto make = [](const nlohmann::json& vocab, const nlohmann::json& merges, const nlohmann::json& extra) {
+    nlohmann::json model = {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}};
+    model.update(extra);
+    const nlohmann::json j = {{"model", model}, {"pre_tokenizer", {{"type", "WhitespaceSplit"}}}};
+    return Tokenizer::from_json_text(j.dump(), "mem.json");
+  };
+  const Tokenizer suf = make({{"a", 0}, {"b", 1}, {"a</w>", 2}, {"b</w>", 3}, {"ab</w>", 4}}, {"a b</w>"},
+                             {{"end_of_word_suffix", "</w>"}});
+  EXPECT_EQ(suf.encode_ids("ab b a"), (std::vector<int32_t>{4, 3, 2}));
+  const Tokenizer pre = make({{"a", 0}, {"b", 1}, {"##a", 2}, {"##b", 3}, {"ab", 4}}, {"a ##b"},
+                             {{"continuing_subword_prefix", "##"}});
+  EXPECT_EQ(pre.encode_ids("ab ba"), (std::vector<int32_t>{4, 1, 2}));
+  EXPECT_EQ(pre.decode({4, 1, 2}), "ab b ##a");  // no decoder: tokens joined by spaces
+  const Tokenizer unk = make({{"<unk>", 0}, {"a", 1}}, nlohmann::json::array(), {{"unk_token", "<unk>"}});
+  EXPECT_EQ(unk.encode_ids("axya"), (std::vector<int32_t>{1, 0, 0, 1}));
+  const Tokenizer bad_unk = make({{"a", 1}}, nlohmann::json::array(), {{"unk_token", "<unk>"}});
+  EXPECT_EQ(bad_unk.encode_ids("a"), (std::vector<int32_t>{1}));
+  expect_error([&] { (void)bad_unk.encode_ids("ax"); }, "mem.json", "unk_token '<unk>' is not in the vocabulary");
+  // Byte fallback with a prefix: "##x" falls back to three byte tokens for a one-byte character; the ranges stay
+  // inside the word.
+  const Tokenizer bf = make({{"a", 0}, {"<0x23>", 1}, {"<0x78>", 2}}, nlohmann::json::array(),
+                            {{"continuing_subword_prefix", "##"}, {"byte_fallback", true}});
+  const Encoding bfe = bf.encode("ax");
+  EXPECT_EQ(bfe.ids, (std::vector<int32_t>{0, 1, 1, 2}));
+  expect_sane_offsets(bfe, "ax");
+  EXPECT_EQ(bfe.offsets.back(), (std::pair<size_t, size_t>(1, 2)));
+  // ignore_merges: a word that is itself in the vocabulary is one token even if the merges would not make it.
+  const Tokenizer im = make({{"a", 0}, {"b", 1}, {"c", 2}, {"abc", 3}}, nlohmann::json::array(), {{"ignore_merges", true}});
+  EXPECT_EQ(im.encode_ids("abc cab"), (std::vector<int32_t>{3, 2, 0, 1}));
+}
+
+TEST(Tokenizer, AddedTokenIdsFollowTokenizersRules) {
+  // A content that is in the vocabulary takes its vocabulary id; the others are numbered after the vocabulary,
+  // whatever the file says (as `tokenizers` does, with a warning).
+  const nlohmann::json j = {
+      {"added_tokens",
+       {{{"id", 7}, {"content", "b"}, {"special", true}},
+        {{"id", 50}, {"content", "<x>"}, {"special", true}},
+        {{"id", 60}, {"content", "<y>"}, {"special", false}},
+        {{"id", 70}, {"content", "<x>"}, {"special", true}},
+        {{"id", 80}, {"content", ""}, {"special", true}}}},
+      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"c", 2}}}, {"merges", nlohmann::json::array()}}}};
+  const Tokenizer t = Tokenizer::from_json_text(j.dump(), "ids.json");
+  EXPECT_EQ(t.token_to_id("b"), std::optional<int32_t>(1));
+  EXPECT_EQ(t.token_to_id("<x>"), std::optional<int32_t>(3));
+  EXPECT_EQ(t.token_to_id("<y>"), std::optional<int32_t>(4));
+  EXPECT_EQ(t.vocab_size(), 5u);
+  EXPECT_TRUE(t.is_special(1));
+  EXPECT_TRUE(t.is_special(3));
+  EXPECT_FALSE(t.is_special(4));
+  EXPECT_EQ(t.encode_ids("a<x>c<y>b"), (std::vector<int32_t>{0, 3, 2, 4, 1}));
+  EXPECT_EQ(t.decode({0, 3, 2, 4, 1}, true), "a c <y>");
+}
+
 // ---- errors ----
 
 TEST(Tokenizer, UnknownModelTypeIsAnError) {
@@ -465,7 +568,8 @@ TEST(Tokenizer, OtherLoadErrorsNameTheFileAndReason) {
       {"[1, 2]", "the top level is not a JSON object"},
       {"{}", "no 'model'"},
       {with("normalizer", {{"type", "BertNormalizer"}}), "normalizer type 'BertNormalizer' is not supported"},
-      {with("pre_tokenizer", {{"type", "Metaspace"}}), "pre_tokenizer type 'Metaspace' is not supported"},
+      {with("pre_tokenizer", {{"type", "UnicodeScripts"}}), "pre_tokenizer type 'UnicodeScripts' is not supported"},
+      {with("pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "ab"}}), "'replacement' 'ab' is not one character"},
       {with("pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "(a"}}}, {"behavior", "Isolated"}}),
        "invalid regex '(a'"},
       {with("pre_tokenizer", {{"type", "Split"}, {"pattern", {{"String", "a"}}}, {"behavior", "Sideways"}}),
