@@ -1,0 +1,72 @@
+// ssmx/models/mamba_grad.h — gradients of a Mamba / Falcon-Mamba target with respect to the input embeddings,
+// plain or with MambaLRP's modified backward rules (shared/specs/mambalrp.md §4–5).
+//
+// One forward pass caches each layer's intermediate values; one backward pass walks the layers in reverse. The
+// target is given as a direction in the space of the final norm's output at one position: `seed` = ∂f/∂norm_f[pos]
+// (for a token logit that is the head row W_head[token]; for a contrastive pair W_head[a] − W_head[b]; for a class
+// head W_cls[c]). Then f = seed · norm_f[pos] (the caller adds a head bias if there is one).
+//
+// Rules (all off = the exact gradient; all on = MambaLRP; only `norm` = "LRP (LN-rule)"):
+//   silu: u = c·[σ(c)] and SiLU(z) = z·[σ(z)]          (identity rule; [·] = held constant in the backward pass)
+//   ssm:  Ā_t, B̄_t, C_t held constant                 (no gradient into Δ, B, C, so none into x_proj / dt_proj)
+//   gate: o = ½·(y⊙SiLU(z)) + ½·[y⊙SiLU(z)]            (half rule)
+//   norm: RMSNorm's 1/rms held constant                 (block norms and norm_f)
+//   linear: LRP-0 (plain), epsilon, or gamma on in_proj / out_proj (the γ rule of the official Vim wrapper).
+// The forward values never change; only the backward pass does. Relevance of any activation v is v ⊙ ∂̃f/∂v.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "models/mamba.h"
+
+namespace ssmx {
+
+struct LrpRules {
+  bool silu = false, ssm = false, gate = false, norm = false;
+  enum class Linear { Zero, Epsilon, Gamma } linear = Linear::Zero;
+  double epsilon = 1e-6;  // Linear::Epsilon stabiliser
+  double gamma = 0.25;    // Linear::Gamma
+  static LrpRules gradient() { return {}; }
+  static LrpRules mamba_lrp() { return {true, true, true, true}; }
+  static LrpRules ln_only() { return {false, false, false, true}; }
+};
+
+struct GradRequest {
+  // The input: token ids (looked up in the embedding) or, when `embeds` is not null, explicit input embeddings
+  // (T, Dm), used by integrated gradients, SmoothGrad and the perturbation tests.
+  std::vector<int32_t> ids;
+  const Tensor* embeds = nullptr;
+  int64_t position = -1;     // where the seed acts; -1 = the last token
+  std::vector<float> seed;   // (Dm) ∂f/∂norm_f[position]
+  LrpRules rules;
+  bool zero_biases = false;  // run forward and backward as if every bias (in/out proj, conv, dt_proj) were zero
+  bool keep_layer_grads = false;  // fill grad_resid and grad_y
+};
+
+template <typename Real>
+struct GradResultT {
+  std::vector<int64_t> shape;         // {T, Dm}
+  std::vector<Real> embeds;           // (T, Dm) the input embeddings used
+  std::vector<Real> grad;             // (T, Dm) ∂̃f/∂embeds
+  double f = 0;                       // seed · norm_f[position]
+  std::vector<Real> norm_f_at_pos;    // (Dm)
+  // Relevance Σ_d x^ℓ[t,d]·g^ℓ[t,d] of the residual stream entering each layer ℓ, and after the last one:
+  // (L + 1, T) flattened. resid_relevance[0] is the per-token relevance of the embeddings.
+  std::vector<Real> resid_relevance;
+  // Σ over biases b·∂̃f/∂b (the relevance absorbed by biases; zero with zero_biases). Under MambaLRP with no
+  // linear rule, Σ_t resid_relevance[0][t] + bias_absorbed = f up to rounding.
+  double bias_absorbed = 0;
+  // With keep_layer_grads: per layer, ∂̃f/∂(residual entering the layer) (T, Dm) and ∂̃f/∂y (T, E), where y is the
+  // gated mixer output before out_proj (the ŷ' of Ali et al.'s Mamba-Attribution).
+  std::vector<std::vector<Real>> grad_resid, grad_y;
+};
+using GradResult = GradResultT<float>;
+
+// The fast path: f32, BLAS, threaded; results do not depend on the thread count.
+GradResult mamba_gradient(const MambaModel& m, const GradRequest& req);
+// The same computation in double precision everywhere (slow): the reference for conservation tests.
+GradResultT<double> mamba_gradient_f64(const MambaModel& m, const GradRequest& req);
+
+}  // namespace ssmx
