@@ -49,5 +49,6 @@ void register_info(CLI::App& app, Globals& g);
 void register_tokenize(CLI::App& app, Globals& g);
 void register_predict(CLI::App& app, Globals& g);
 void register_attention(CLI::App& app, Globals& g);
+void register_explain(CLI::App& app, Globals& g);
 
 }  // namespace ssmx::cli

@@ -340,7 +340,11 @@ ForwardResult MambaModel::forward(const std::vector<int32_t>& ids, const Forward
     flush(i);
   }
   rmsnorm_forward(normed.data(), nullptr, h.data(), norm_f_.p, T, Dm, cfg.norm_eps);
-  keep("norm_f", {T, Dm}, normed.data(), Dm);
+  if (capture) {
+    keep("norm_f", {T, Dm}, normed.data(), Dm);
+  } else if (opt.keep_final_hidden) {
+    res.acts["norm_f"] = Tensor({T, Dm}, std::vector<float>(normed.begin(), normed.end()));
+  }
   flush(-1);
   if (opt.all_logits) {
     res.logits = Tensor({T, V});

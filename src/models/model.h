@@ -32,6 +32,8 @@ struct ForwardOptions {
   // Called once per layer, in order, with that layer's named activations (valid during the call only). Lets
   // attention and attribution code work layer by layer without keeping every layer's activations alive.
   std::function<void(int64_t layer, const std::map<std::string, Tensor>& acts)> layer_hook;
+  // Keep only the final norm's output ("norm_f", (T, Dm)) in ForwardResult::acts (for heads other than the LM head).
+  bool keep_final_hidden = false;
 };
 
 struct ForwardResult {

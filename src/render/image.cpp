@@ -173,4 +173,36 @@ void write_png(const std::string& path, const Image& img) {
   if (!stbi_write_png(path.c_str(), img.w, img.h, 3, img.px.data(), img.w * 3)) throw Error(path, "cannot write PNG");
 }
 
+std::vector<uint8_t> encode_png(const Image& img) {
+  std::vector<uint8_t> out;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+    const auto* p = static_cast<const uint8_t*>(data);
+    v->insert(v->end(), p, p + size);
+  };
+  if (img.w <= 0 || img.h <= 0 || !stbi_write_png_to_func(sink, &out, img.w, img.h, 3, img.px.data(), img.w * 3))
+    throw Error("PNG", "cannot encode an image of " + std::to_string(img.w) + "x" + std::to_string(img.h) + " pixels");
+  return out;
+}
+
+std::string png_data_uri(const Image& img) {
+  static const char* kB64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const std::vector<uint8_t> b = encode_png(img);
+  std::string s = "data:image/png;base64,";
+  s.reserve(s.size() + (b.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < b.size(); i += 3) {
+    const uint32_t v = (uint32_t(b[i]) << 16) | (uint32_t(b[i + 1]) << 8) | b[i + 2];
+    s += kB64[v >> 18], s += kB64[(v >> 12) & 63], s += kB64[(v >> 6) & 63], s += kB64[v & 63];
+  }
+  if (i < b.size()) {
+    uint32_t v = uint32_t(b[i]) << 16;
+    if (i + 1 < b.size()) v |= uint32_t(b[i + 1]) << 8;
+    s += kB64[v >> 18], s += kB64[(v >> 12) & 63];
+    s += i + 1 < b.size() ? kB64[(v >> 6) & 63] : '=';
+    s += '=';
+  }
+  return s;
+}
+
 }  // namespace ssmx

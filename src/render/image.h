@@ -57,5 +57,9 @@ Image image_grid(const std::vector<Image>& tiles, int cols, int pad = 8);
 
 // Writes a PNG; throws ssmx::Error(path, reason).
 void write_png(const std::string& path, const Image& img);
+// The PNG file's bytes, for embedding (HTML data URIs).
+std::vector<uint8_t> encode_png(const Image& img);
+// "data:image/png;base64,..." of the image.
+std::string png_data_uri(const Image& img);
 
 }  // namespace ssmx

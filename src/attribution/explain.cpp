@@ -1,0 +1,529 @@
+#include "attribution/explain.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "attribution/hidden_attention.h"
+#include "attribution/mamba_trace.h"
+#include "core/error.h"
+
+namespace ssmx {
+
+namespace {
+
+struct MethodName {
+  Method m;
+  const char* name;
+};
+constexpr MethodName kMethods[] = {
+    {Method::Gradient, "gradient"},          {Method::GradInput, "grad-input"},
+    {Method::IntegratedGradients, "integrated-gradients"}, {Method::SmoothGrad, "smoothgrad"},
+    {Method::Random, "random"},              {Method::RawAttention, "raw-attention"},
+    {Method::Rollout, "rollout"},            {Method::MambaAttr, "mamba-attr"},
+    {Method::UnifiedAttr, "unified-attr"},   {Method::MambaLrp, "mamba-lrp"},
+    {Method::LrpLn, "lrp-ln"},
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Everything the target needs: where it acts, its direction in norm_f space and the head bias part of f.
+struct ResolvedTarget {
+  Target t;
+  std::vector<float> seed;  // (Dm)
+  double bias = 0;          // head bias contribution to f (class heads)
+  double f = 0;             // the target value from a plain forward pass
+  std::vector<float> logits;  // the model's output at the target position
+};
+
+ResolvedTarget resolve_target(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
+                              const Target& want, bool zero_biases) {
+  const int64_t T = int64_t(ids.size()), Dm = m.config().d_model, V = m.config().vocab;
+  ResolvedTarget r;
+  r.t = want;
+  ForwardOptions fo;
+  fo.all_logits = false;
+  fo.keep_final_hidden = true;
+  const ForwardResult fr = m.forward(ids, fo);
+  const float* hid = fr.acts.at("norm_f").ptr();
+  auto dot = [&](const float* a, const float* b) {
+    double s = 0;
+    for (int64_t d = 0; d < Dm; ++d) s += double(a[d]) * double(b[d]);
+    return s;
+  };
+  if (want.kind == Target::Kind::Class) {
+    if (!head) throw Error("--class", "the model has no classification head (docs/methods.md lists the tensor names read)");
+    r.t.position = T - 1;
+    const std::vector<float> lg = head->logits(hid + (T - 1) * Dm);
+    r.logits = lg;
+    if (r.t.cls < 0) r.t.cls = int64_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
+    if (r.t.cls >= head->n_classes)
+      throw Error("--class", "class " + std::to_string(r.t.cls) + " does not exist (the head has " +
+                                 std::to_string(head->n_classes) + " classes)");
+    r.seed.assign(head->weight.begin() + r.t.cls * Dm, head->weight.begin() + (r.t.cls + 1) * Dm);
+    if (!head->bias.empty() && !zero_biases) r.bias = head->bias[size_t(r.t.cls)];
+    r.f = dot(r.seed.data(), hid + (T - 1) * Dm) + r.bias;
+    return r;
+  }
+  const int64_t pos = want.position < 0 ? T + want.position : want.position;
+  if (pos < 0 || pos >= T)
+    throw Error("--position", "position " + std::to_string(want.position) + " is outside the " + std::to_string(T) +
+                                  " input tokens");
+  r.t.position = pos;
+  auto check_id = [&](int32_t id, const char* what) {
+    if (id < 0 || id >= V)
+      throw Error(what, "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(V));
+  };
+  const float* W = m.lm_head().p;
+  r.logits.resize(size_t(V));
+  for (int64_t v = 0; v < V; ++v) r.logits[size_t(v)] = float(dot(W + v * Dm, hid + pos * Dm));
+  if (r.t.token < 0) r.t.token = int32_t(std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin());
+  check_id(r.t.token, "--target");
+  r.seed.assign(W + int64_t(r.t.token) * Dm, W + int64_t(r.t.token + 1) * Dm);
+  if (want.kind == Target::Kind::Contrast) {
+    check_id(r.t.contrast, "--contrast");
+    for (int64_t d = 0; d < Dm; ++d) r.seed[size_t(d)] -= W[int64_t(r.t.contrast) * Dm + d];
+  }
+  r.f = dot(r.seed.data(), hid + pos * Dm);
+  return r;
+}
+
+GradRequest base_request(const std::vector<int32_t>& ids, const ResolvedTarget& rt, const ExplainOptions& o) {
+  GradRequest q;
+  q.ids = ids;
+  q.position = rt.t.position;
+  q.seed = rt.seed;
+  q.zero_biases = o.zero_biases;
+  return q;
+}
+
+// Σ_d a[t,d]·b[t,d] per token.
+std::vector<float> rowdot(const std::vector<float>& a, const std::vector<float>& b, int64_t T, int64_t Dm) {
+  std::vector<float> r(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    double s = 0;
+    for (int64_t d = 0; d < Dm; ++d) s += double(a[size_t(t * Dm + d)]) * double(b[size_t(t * Dm + d)]);
+    r[size_t(t)] = float(s);
+  }
+  return r;
+}
+
+double sum(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += x;
+  return s;
+}
+
+void minmax_normalise(std::vector<float>& v) {
+  if (v.empty()) return;
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  const float a = *lo, b = *hi;
+  for (float& x : v) x = b > a ? (x - a) / (b - a) : 0.0f;
+}
+
+// The per-layer inputs the attention methods need, gathered in one forward pass.
+struct LayerMaps {
+  std::vector<Tensor> mean_maps;          // exact: (T, T) channel mean of α (or α̂), layers ≥ start
+  std::vector<std::vector<float>> rows;   // official: per layer ≥ start, the published row reduction (T)
+};
+
+// Runs the forward pass and extracts, per layer ≥ start, what `need_maps` / `row_fn` ask for.
+template <typename RowFn>
+LayerMaps collect_layers(const MambaModel& m, const std::vector<int32_t>& ids, int64_t start, AttnKind kind,
+                         bool need_maps, RowFn&& row_fn) {
+  LayerMaps out;
+  ForwardOptions fo;
+  fo.all_logits = false;
+  fo.layer_hook = [&](int64_t layer, const std::map<std::string, Tensor>& acts) {
+    if (layer < start) return;
+    const MixerTrace tr = make_mixer_trace(m, acts, layer);
+    if (need_maps) out.mean_maps.push_back(hidden_attention_reduce(tr, kind, AttnReduce::Mean, 0, tr.E));
+    row_fn(layer, tr, out);
+  };
+  m.forward(ids, fo);
+  return out;
+}
+
+// Row `pos` of M_{L-1} · … · M_start for per-layer matrices produced by make(ℓ) (given as (T, T)).
+template <typename MakeRow>
+std::vector<float> rollout_row(int64_t T, int64_t pos, size_t n_layers, MakeRow&& apply) {
+  std::vector<double> x(size_t(T), 0.0);
+  x[size_t(pos)] = 1.0;
+  for (size_t k = n_layers; k-- > 0;) x = apply(k, x);
+  std::vector<float> r(static_cast<size_t>(T));
+  for (int64_t j = 0; j < T; ++j) r[size_t(j)] = float(x[size_t(j)]);
+  return r;
+}
+
+// x ← x · M for a (T, T) map transformed entrywise into M[i,j] = f(i, j, map[i,j]) (+ identity, optional row norm).
+std::vector<double> vec_times(const std::vector<double>& x, const Tensor& map, bool row_normalise,
+                              const std::vector<float>* row_scale, bool clamp_positive) {
+  const int64_t T = map.dim(0);
+  std::vector<double> y(size_t(T), 0.0);
+  for (int64_t i = 0; i < T; ++i) {
+    const double xi = x[size_t(i)];
+    if (xi == 0.0) continue;
+    const float* row = map.ptr() + i * T;
+    const double s = row_scale ? double((*row_scale)[size_t(i)]) : 1.0;
+    auto entry = [&](int64_t j) {
+      double v = s * double(row[j]);
+      if (clamp_positive && v < 0) v = 0;
+      return v + (i == j ? 1.0 : 0.0);
+    };
+    double norm = 1.0;
+    if (row_normalise) {
+      double rs = 0;
+      for (int64_t j = 0; j < T; ++j) rs += entry(j);
+      if (std::fabs(rs) > 1e-12) norm = rs;
+    }
+    for (int64_t j = 0; j < T; ++j) y[size_t(j)] += xi * entry(j) / norm;
+  }
+  return y;
+}
+
+// The published code's rollout of class-token rows broadcast to matrices (hidden-attention.md §2.3): every row of
+// M_ℓ is (v_ℓ + e_r) / (1 + Σ v_ℓ), which reduces to x ← (v_ℓ + x) / (1 + s_ℓ).
+std::vector<float> broadcast_rollout(const std::vector<std::vector<float>>& v, int64_t T, int64_t pos) {
+  std::vector<double> x(size_t(T), 0.0);
+  x[size_t(pos)] = 1.0;
+  for (size_t k = v.size(); k-- > 0;) {
+    double s = 0;
+    for (float a : v[k]) s += a;
+    for (int64_t j = 0; j < T; ++j) x[size_t(j)] = (double(v[k][size_t(j)]) + x[size_t(j)]) / (1.0 + s);
+  }
+  std::vector<float> r(static_cast<size_t>(T));
+  for (int64_t j = 0; j < T; ++j) r[size_t(j)] = float(x[size_t(j)]);
+  return r;
+}
+
+// Official post-processing: the class token is dropped (here: set to 0) and the rest clamped at 0.
+void official_finish(std::vector<float>& r, int64_t pos) {
+  for (float& v : r) v = std::max(v, 0.0f);
+  r[size_t(pos)] = 0.0f;
+}
+
+// Token-wise gradient score of the published attribution code: min-max of max_d max(g[t,d], 0).
+std::vector<float> grad_score(const std::vector<float>& g, int64_t T, int64_t Dm) {
+  std::vector<float> s(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    float m = 0.0f;
+    for (int64_t d = 0; d < Dm; ++d) m = std::max(m, g[size_t(t * Dm + d)]);
+    s[size_t(t)] = m;
+  }
+  minmax_normalise(s);
+  return s;
+}
+
+}  // namespace
+
+const char* method_name(Method m) {
+  for (const auto& e : kMethods)
+    if (e.m == m) return e.name;
+  return "?";
+}
+
+Method parse_method(const std::string& s) {
+  std::string names;
+  for (const auto& e : kMethods) {
+    if (s == e.name) return e.m;
+    names += (names.empty() ? "" : ", ") + std::string(e.name);
+  }
+  throw Error("--method", "unknown method '" + s + "' (one of: " + names + ")");
+}
+
+std::vector<Method> all_methods() {
+  std::vector<Method> v;
+  for (const auto& e : kMethods) v.push_back(e.m);
+  return v;
+}
+
+std::vector<std::pair<int64_t, int64_t>> word_spans(const std::vector<std::string>& texts) {
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  for (int64_t t = 0; t < int64_t(texts.size()); ++t) {
+    const std::string& s = texts[size_t(t)];
+    const bool starts_word = spans.empty() || (!s.empty() && std::isspace(static_cast<unsigned char>(s[0])));
+    if (starts_word) spans.push_back({t, t + 1});
+    else spans.back().second = t + 1;
+  }
+  return spans;
+}
+
+Explanation explain(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
+                    const ExplainOptions& o) {
+  const double t0 = now_s();
+  const MambaConfig& cfg = m.config();
+  const int64_t T = int64_t(ids.size()), Dm = cfg.d_model, L = cfg.n_layer;
+  if (T == 0) throw Error("input", "no tokens to explain");
+  if (o.start_layer < 0 || o.start_layer >= L)
+    throw Error("--start-layer", "layer " + std::to_string(o.start_layer) + " is outside 0.." + std::to_string(L - 1));
+  if (o.compat != "none" && o.compat != "official")
+    throw Error("--compat", "unknown mode '" + o.compat + "' (none or official)");
+
+  const ResolvedTarget rt = resolve_target(m, head, ids, o.target, o.zero_biases);
+  Explanation ex;
+  ex.method = method_name(o.method);
+  ex.ids = ids;
+  ex.target = rt.t;
+  ex.output_logits = rt.logits;
+  const int64_t pos = rt.t.position;
+  nlohmann::json& st = ex.settings;
+  if (o.zero_biases) st["zero_biases"] = true;
+
+  auto grad = [&](const LrpRules& rules, const Tensor* embeds, bool layer_grads) {
+    GradRequest q = base_request(ids, rt, o);
+    q.rules = rules;
+    q.embeds = embeds;
+    q.keep_layer_grads = layer_grads;
+    return mamba_gradient(m, q);
+  };
+  // f from a plain forward, so that every method reports the same target value.
+  double f_value = 0;
+  bool have_f = false;
+  auto set_f = [&](const GradResult& g) {
+    if (!have_f) f_value = g.f + rt.bias, have_f = true;
+  };
+
+  const bool official = o.compat == "official";
+  switch (o.method) {
+    case Method::Gradient: {
+      const GradResult g = grad(LrpRules::gradient(), nullptr, false);
+      set_f(g);
+      ex.relevance.resize(size_t(T));
+      for (int64_t t = 0; t < T; ++t) {
+        double s = 0;
+        for (int64_t d = 0; d < Dm; ++d) s += double(g.grad[size_t(t * Dm + d)]) * g.grad[size_t(t * Dm + d)];
+        ex.relevance[size_t(t)] = float(std::sqrt(s));
+      }
+      break;
+    }
+    case Method::GradInput:
+    case Method::MambaLrp:
+    case Method::LrpLn: {
+      LrpRules rules = o.method == Method::GradInput ? LrpRules::gradient()
+                       : o.method == Method::LrpLn   ? LrpRules::ln_only()
+                                                     : o.rules;
+      if (o.method == Method::LrpLn) {
+        rules.linear = o.rules.linear, rules.epsilon = o.rules.epsilon, rules.gamma = o.rules.gamma;
+      }
+      const GradResult g = grad(rules, nullptr, false);
+      set_f(g);
+      ex.relevance = rowdot(g.embeds, g.grad, T, Dm);
+      for (int64_t l = 0; l <= L; ++l)
+        ex.layer_relevance.emplace_back(g.resid_relevance.begin() + l * T, g.resid_relevance.begin() + (l + 1) * T);
+      ex.layer_relevance_what = "relevance of the residual stream entering each layer (the last row: after the last layer)";
+      ex.has_conservation = true;
+      ex.bias_absorbed = g.bias_absorbed + rt.bias;
+      ex.reference_value = f_value;
+      if (o.method != Method::GradInput) {
+        nlohmann::json r = nlohmann::json::array();
+        if (rules.silu) r.push_back("silu");
+        if (rules.ssm) r.push_back("ssm");
+        if (rules.gate) r.push_back("gate");
+        if (rules.norm) r.push_back("norm");
+        st["lrp_rules"] = r;
+        st["linear_rule"] = rules.linear == LrpRules::Linear::Zero      ? "lrp-0"
+                            : rules.linear == LrpRules::Linear::Epsilon ? "epsilon"
+                                                                        : "gamma";
+        if (rules.linear == LrpRules::Linear::Epsilon) st["epsilon"] = rules.epsilon;
+        if (rules.linear == LrpRules::Linear::Gamma) st["gamma"] = rules.gamma;
+      }
+      break;
+    }
+    case Method::IntegratedGradients: {
+      if (o.ig_steps < 1 || o.ig_steps > 4096) throw Error("--steps", "steps must be in 1..4096");
+      Tensor x({T, Dm}), b({T, Dm});
+      const float* E = m.embedding().p;
+      for (int64_t t = 0; t < T; ++t)
+        std::copy(E + int64_t(ids[size_t(t)]) * Dm, E + int64_t(ids[size_t(t)] + 1) * Dm, x.ptr() + t * Dm);
+      if (o.ig_baseline.rfind("token:", 0) == 0) {
+        const std::string v = o.ig_baseline.substr(6);
+        if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoll(v) >= cfg.vocab)
+          throw Error("--baseline", "'" + o.ig_baseline + "' names no token of the vocabulary");
+        const int64_t id = std::stoll(v);
+        for (int64_t t = 0; t < T; ++t) std::copy(E + id * Dm, E + (id + 1) * Dm, b.ptr() + t * Dm);
+      } else if (o.ig_baseline != "zero") {
+        throw Error("--baseline", "unknown baseline '" + o.ig_baseline + "' (zero or token:ID)");
+      }
+      std::vector<double> avg(size_t(T * Dm), 0.0);
+      Tensor p({T, Dm});
+      for (int k = 0; k < o.ig_steps; ++k) {
+        const float a = float((k + 0.5) / o.ig_steps);
+        for (int64_t i = 0; i < T * Dm; ++i) p.data[size_t(i)] = b.data[size_t(i)] + a * (x.data[size_t(i)] - b.data[size_t(i)]);
+        const GradResult g = grad(LrpRules::gradient(), &p, false);
+        for (int64_t i = 0; i < T * Dm; ++i) avg[size_t(i)] += g.grad[size_t(i)];
+      }
+      ex.relevance.assign(size_t(T), 0.0f);
+      for (int64_t t = 0; t < T; ++t) {
+        double s = 0;
+        for (int64_t d = 0; d < Dm; ++d) {
+          const size_t i = size_t(t * Dm + d);
+          s += (double(x.data[i]) - b.data[i]) * avg[i] / o.ig_steps;
+        }
+        ex.relevance[size_t(t)] = float(s);
+      }
+      const GradResult gx = grad(LrpRules::gradient(), &x, false);
+      const GradResult gb = grad(LrpRules::gradient(), &b, false);
+      set_f(gx);
+      ex.has_conservation = true;
+      ex.reference_value = gx.f - gb.f;  // completeness: Σ R ≈ f(x) − f(baseline)
+      st["steps"] = o.ig_steps;
+      st["baseline"] = o.ig_baseline;
+      st["rule"] = "midpoint Riemann sum";
+      break;
+    }
+    case Method::SmoothGrad: {
+      if (o.sg_samples < 1 || o.sg_samples > 4096) throw Error("--samples", "samples must be in 1..4096");
+      if (!(o.sg_noise >= 0)) throw Error("--noise", "noise must be ≥ 0");
+      Tensor x({T, Dm});
+      const float* E = m.embedding().p;
+      for (int64_t t = 0; t < T; ++t)
+        std::copy(E + int64_t(ids[size_t(t)]) * Dm, E + int64_t(ids[size_t(t)] + 1) * Dm, x.ptr() + t * Dm);
+      const auto [lo, hi] = std::minmax_element(x.data.begin(), x.data.end());
+      const double sigma = o.sg_noise * double(*hi - *lo);
+      std::mt19937_64 rng(o.seed);
+      std::normal_distribution<double> nd(0.0, 1.0);
+      std::vector<double> avg(size_t(T * Dm), 0.0);
+      Tensor p({T, Dm});
+      for (int s = 0; s < o.sg_samples; ++s) {
+        for (int64_t i = 0; i < T * Dm; ++i) p.data[size_t(i)] = x.data[size_t(i)] + float(sigma * nd(rng));
+        const GradResult g = grad(LrpRules::gradient(), &p, false);
+        for (int64_t i = 0; i < T * Dm; ++i) avg[size_t(i)] += g.grad[size_t(i)];
+      }
+      ex.relevance.assign(size_t(T), 0.0f);
+      for (int64_t t = 0; t < T; ++t) {
+        double s = 0;
+        for (int64_t d = 0; d < Dm; ++d) s += double(x.data[size_t(t * Dm + d)]) * avg[size_t(t * Dm + d)] / o.sg_samples;
+        ex.relevance[size_t(t)] = float(s);
+      }
+      st["samples"] = o.sg_samples;
+      st["noise"] = o.sg_noise;
+      st["sigma"] = sigma;
+      st["seed"] = o.seed;
+      break;
+    }
+    case Method::Random: {
+      std::mt19937_64 rng(o.seed);
+      std::normal_distribution<double> nd(0.0, 1.0);
+      ex.relevance.resize(size_t(T));
+      for (float& v : ex.relevance) v = float(nd(rng));
+      st["seed"] = o.seed;
+      break;
+    }
+    case Method::RawAttention:
+    case Method::Rollout:
+    case Method::MambaAttr:
+    case Method::UnifiedAttr: {
+      const bool unified = o.method == Method::UnifiedAttr;
+      const AttnKind kind = unified ? AttnKind::Unified : AttnKind::S6;
+      const bool attr = o.method == Method::MambaAttr || o.method == Method::UnifiedAttr;
+      st["start_layer"] = o.start_layer;
+      st["kind"] = attn_kind_name(kind);
+      st["compat"] = o.compat;
+      GradResult g;
+      if (attr) {
+        g = grad(LrpRules::gradient(), nullptr, true);
+        set_f(g);
+      }
+      if (!official) {
+        const bool need_maps = o.method != Method::RawAttention;
+        LayerMaps lm = collect_layers(m, ids, o.start_layer, kind, need_maps,
+                                      [&](int64_t, const MixerTrace& tr, LayerMaps& out) {
+                                        if (need_maps) {
+                                          const Tensor& mp = out.mean_maps.back();
+                                          out.rows.emplace_back(mp.ptr() + pos * T, mp.ptr() + (pos + 1) * T);
+                                        } else {
+                                          Tensor r = hidden_attention_row_reduce(tr, kind, AttnReduce::Mean, pos, 0, tr.E);
+                                          out.rows.push_back(r.data);
+                                        }
+                                      });
+        const size_t n = lm.rows.size();
+        if (o.method == Method::RawAttention) {
+          ex.relevance.assign(size_t(T), 0.0f);
+          for (const auto& r : lm.rows)
+            for (int64_t j = 0; j < T; ++j) ex.relevance[size_t(j)] += r[size_t(j)] / float(n);
+        } else if (o.method == Method::Rollout) {
+          ex.relevance = rollout_row(T, pos, n, [&](size_t k, const std::vector<double>& x) {
+            return vec_times(x, lm.mean_maps[k], true, nullptr, false);
+          });
+          st["normalisation"] = "rows of I + mean_e α divided by their sums";
+        } else {
+          // ḡ_ℓ[i] = mean_e ∂f/∂y_ℓ[i,e]: the gradient of the target with respect to the gated mixer output.
+          const int64_t E = cfg.d_inner;
+          std::vector<std::vector<float>> gbar(n, std::vector<float>(size_t(T), 0.0f));
+          for (size_t k = 0; k < n; ++k) {
+            const std::vector<float>& gy = g.grad_y[size_t(o.start_layer) + k];
+            for (int64_t i = 0; i < T; ++i) {
+              double s = 0;
+              for (int64_t e = 0; e < E; ++e) s += gy[size_t(i * E + e)];
+              gbar[k][size_t(i)] = float(s / double(E));
+            }
+          }
+          ex.relevance = rollout_row(T, pos, n, [&](size_t k, const std::vector<double>& x) {
+            return vec_times(x, lm.mean_maps[k], false, &gbar[k], true);
+          });
+          st["gradient"] = "mean over channels of the gradient w.r.t. the gated mixer output y";
+        }
+        ex.layer_relevance = lm.rows;
+        ex.layer_relevance_what = "channel-mean attention row of the target position, per layer from the start layer";
+        if (o.keep_maps) ex.maps = std::move(lm.mean_maps);
+      } else {
+        // The published code (hidden-attention.md §2.3 and §3.2), with the last token in the class token's role.
+        const bool s6_row_compat = !unified;  // System 1's row leaves out the query's own decay and the diagonal
+        LayerMaps lm = collect_layers(m, ids, o.start_layer, kind, false,
+                                      [&](int64_t layer, const MixerTrace& tr, LayerMaps& out) {
+                                        Tensor rows = hidden_attention_row(tr, kind, pos, 0, tr.E,
+                                                                           s6_row_compat ? AttnCompat::HiddenAttnRow
+                                                                                         : AttnCompat::None);
+                                        std::vector<float> a = std::move(rows.data);
+                                        const int64_t E = tr.E;
+                                        std::vector<float> v(size_t(T), 0.0f);
+                                        if (o.method == Method::RawAttention) {
+                                          minmax_normalise(a);
+                                        } else if (attr) {
+                                          for (float& q : a) q = std::max(q, 0.0f);
+                                          if (!unified) minmax_normalise(a);
+                                        }
+                                        for (int64_t e = 0; e < E; ++e)
+                                          for (int64_t j = 0; j < T; ++j) v[size_t(j)] += a[size_t(e * T + j)];
+                                        for (float& q : v) q /= float(E);
+                                        if (attr) {
+                                          const std::vector<float> s = grad_score(g.grad_resid[size_t(layer)], T, Dm);
+                                          for (int64_t j = 0; j < T; ++j) v[size_t(j)] *= s[size_t(j)];
+                                          if (unified) minmax_normalise(v);
+                                        }
+                                        out.rows.push_back(std::move(v));
+                                      });
+        if (o.method == Method::RawAttention) {
+          ex.relevance.assign(size_t(T), 0.0f);
+          for (const auto& r : lm.rows)
+            for (int64_t j = 0; j < T; ++j) ex.relevance[size_t(j)] += r[size_t(j)] / float(lm.rows.size());
+        } else {
+          ex.relevance = broadcast_rollout(lm.rows, T, pos);
+        }
+        official_finish(ex.relevance, pos);
+        ex.layer_relevance = lm.rows;
+        ex.layer_relevance_what = "the published code's per-layer row vector, from the start layer";
+      }
+      break;
+    }
+  }
+  if (!o.zero_biases) {
+    f_value = rt.f;
+  } else if (!have_f) {  // the target value of the bias-free model needs its own pass
+    GradRequest q = base_request(ids, rt, o);
+    f_value = mamba_gradient(m, q).f;
+  }
+  ex.target_value = f_value;
+  if (ex.has_conservation) {
+    ex.relevance_sum = sum(ex.relevance);
+    if (o.method != Method::IntegratedGradients) ex.reference_value = f_value;
+  }
+  ex.seconds = now_s() - t0;
+  return ex;
+}
+
+}  // namespace ssmx
