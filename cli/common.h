@@ -50,5 +50,6 @@ void register_tokenize(CLI::App& app, Globals& g);
 void register_predict(CLI::App& app, Globals& g);
 void register_attention(CLI::App& app, Globals& g);
 void register_explain(CLI::App& app, Globals& g);
+void register_eval(CLI::App& app, Globals& g);
 
 }  // namespace ssmx::cli
