@@ -62,6 +62,9 @@ class MambaModel : public CausalLM {
 
   const MambaConfig& config() const { return cfg_; }
   const MambaLayer& layer(int64_t i) const { return layers_[size_t(i)]; }
+  const Param& embedding() const { return embed_; }  // (V, Dm)
+  const Param& lm_head() const { return head_; }     // (V, Dm); the embedding when tied
+  const Param& norm_f() const { return norm_f_; }    // (Dm)
 
  private:
   MambaConfig cfg_;
