@@ -1,6 +1,7 @@
 #include "ops/backward.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +12,7 @@
 #include "core/parallel.h"
 #include "ops/f64.h"
 #include "ops/linear.h"
+#include "ops/selective_scan.h"
 #include "ops/vmath.h"
 
 namespace ssmx {
@@ -23,10 +25,9 @@ inline int64_t min_rows(int64_t work_per_row, int64_t at_least) {
   return std::max<int64_t>(at_least, 4096 / std::max<int64_t>(1, work_per_row));
 }
 
-// Same output tiles as linear_forward: each tile is one single-threaded GEMM, so no element's summation order depends
-// on the thread count.
-constexpr int64_t kTileM = 128;
-constexpr int64_t kTileN = 512;
+// Fixed output tiles, each one single-threaded GEMM, so no element's summation order depends on the thread count.
+constexpr int64_t kTileM = 256;  // measured 5% faster than linear_forward's 128 x 512 for our backward shapes
+constexpr int64_t kTileN = 384;
 
 template <typename Real>
 void gemm_nn(int m, int n, int k, const Real* A, int lda, const Real* B, int ldb, Real beta, Real* C, int ldc) {
@@ -71,6 +72,35 @@ inline v8f exp8(v8f x) {
   return p * (v8f)((n + 127) << 23);
 }
 
+inline v8f fma8(v8f a, v8f b, v8f c) {
+#if defined(__FMA__)
+  return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+
+// 2^x on 8 lanes for the backward scans (which need not reproduce the forward bit for bit): round-to-nearest split
+// x = n + f, |f| ≤ ½, 2^f by its degree-6 Taylor polynomial in FMA form (truncation < 1.3e-7 relative), scaled by 2^n
+// from the exponent bits. x is clamped to [-126, 127]: 2^-126 ≈ 1e-38 stands for every smaller decay. About half the
+// operations of exp8 (callers fold log2(e) into A once).
+inline v8f exp2_8(v8f x) {
+  x = x < -126.0f ? v8f{} - 126.0f : x;
+  x = x > 127.0f ? v8f{} + 127.0f : x;
+  const v8f shifted = x + 12582912.0f;
+  const v8f f = x - (shifted - 12582912.0f);
+  v8f p = v8f{} + 1.5403530393381606e-4f;
+  p = fma8(p, f, v8f{} + 1.3333558146428443e-3f);
+  p = fma8(p, f, v8f{} + 9.6181291076284772e-3f);
+  p = fma8(p, f, v8f{} + 5.5504108664821580e-2f);
+  p = fma8(p, f, v8f{} + 2.4022650695910071e-1f);
+  p = fma8(p, f, v8f{} + 6.9314718055994531e-1f);
+  p = fma8(p, f, v8f{} + 1.0f);
+  const v8i n = (v8i)shifted - 0x4B400000;
+  return p * (v8f)((n + 127) << 23);
+}
+constexpr float kLog2e = 1.44269504088896341f;
+
 inline v8f load8(const float* p) {
   v8f v;
   std::memcpy(&v, p, sizeof v);
@@ -84,10 +114,10 @@ constexpr int64_t kChunk = 128;  // channels per partial sum of dB / dC (a multi
 template <int Q>
 void scan_bwd8_hold(const ScanBackwardArgs<float>& a, int64_t c0) {
   const int64_t T = a.T, E = a.E, N = a.N;
-  v8f dh[Q], At[Q];
+  v8f dh[Q], At[Q];  // At: A·log2(e), for exp2_8
   for (int q = 0; q < Q; ++q) {
     dh[q] = v8f{};
-    for (int l = 0; l < 8; ++l) At[q][l] = a.A[(c0 + l) * N + q];
+    for (int l = 0; l < 8; ++l) At[q][l] = a.A[(c0 + l) * N + q] * kLog2e;
   }
   const v8f Dv = a.D ? load8(a.D + c0) : v8f{};
   for (int64_t t = T - 1; t >= 0; --t) {
@@ -98,11 +128,11 @@ void scan_bwd8_hold(const ScanBackwardArgs<float>& a, int64_t c0) {
     v8f acc = v8f{};
 #pragma GCC unroll 16
     for (int q = 0; q < Q; ++q) {
-      dh[q] += g * Ct[q];
-      acc += dh[q] * Bt[q];
-      dh[q] *= exp8(d * At[q]);
+      dh[q] = fma8(g, v8f{} + Ct[q], dh[q]);
+      acc = fma8(dh[q], v8f{} + Bt[q], acc);
+      dh[q] *= exp2_8(d * At[q]);
     }
-    store8(a.du + t * E + c0, d * acc + Dv * g);
+    store8(a.du + t * E + c0, fma8(d, acc, Dv * g));
   }
 }
 
@@ -111,18 +141,18 @@ void scan_bwd8_hold(const ScanBackwardArgs<float>& a, int64_t c0) {
 template <int Q>
 void scan_bwd8_full(const ScanBackwardArgs<float>& a, int64_t c0, v8f* hb, v8f* Lb, v8f* Lc) {
   const int64_t T = a.T, E = a.E, N = a.N;
-  v8f h[Q], At[Q];
+  v8f h[Q], At[Q], A2[Q];  // A, and A·log2(e) for exp2_8
   for (int q = 0; q < Q; ++q) {
     h[q] = v8f{};
-    for (int l = 0; l < 8; ++l) At[q][l] = a.A[(c0 + l) * N + q];
+    for (int l = 0; l < 8; ++l) At[q][l] = a.A[(c0 + l) * N + q], A2[q][l] = At[q][l] * kLog2e;
   }
-  for (int64_t t = 0; t < T; ++t) {  // the forward states, as selective_scan_forward computes them
+  for (int64_t t = 0; t < T; ++t) {  // the forward states
     const v8f d = load8(a.delta + t * E + c0);
     const v8f du = d * load8(a.u + t * E + c0);
     const float* Bt = a.B + t * a.ld_bc;
 #pragma GCC unroll 16
     for (int q = 0; q < Q; ++q) {
-      h[q] = exp8(d * At[q]) * h[q] + du * Bt[q];
+      h[q] = fma8(exp2_8(d * A2[q]), h[q], du * Bt[q]);
       hb[t * Q + q] = h[q];
     }
   }
@@ -140,16 +170,17 @@ void scan_bwd8_full(const ScanBackwardArgs<float>& a, int64_t c0, v8f* hb, v8f* 
     v8f acc_u = v8f{}, acc_d = v8f{};
 #pragma GCC unroll 16
     for (int q = 0; q < Q; ++q) {
-      dh[q] += g * Ct[q];
-      Lc[t * Q + q] += g * hb[t * Q + q];
-      Lb[t * Q + q] += dh[q] * du;
-      acc_u += dh[q] * Bt[q];
-      const v8f dA = exp8(d * At[q]);
+      const v8f b = v8f{} + Bt[q];
+      dh[q] = fma8(g, v8f{} + Ct[q], dh[q]);
+      Lc[t * Q + q] = fma8(g, hb[t * Q + q], Lc[t * Q + q]);
+      Lb[t * Q + q] = fma8(dh[q], du, Lb[t * Q + q]);
+      acc_u = fma8(dh[q], b, acc_u);
+      const v8f dA = exp2_8(d * A2[q]);
       const v8f hprev = hp ? hp[q] : v8f{};
-      acc_d += dh[q] * (At[q] * dA * hprev + Bt[q] * uu);
+      acc_d = fma8(dh[q], fma8(At[q] * dA, hprev, b * uu), acc_d);
       dh[q] *= dA;
     }
-    store8(a.du + t * E + c0, d * acc_u + Dv * g);
+    store8(a.du + t * E + c0, fma8(d, acc_u, Dv * g));
     if (a.ddelta) store8(a.ddelta + t * E + c0, acc_d);
   }
 }
@@ -339,14 +370,21 @@ void conv1d_causal_backward(Real* dx, const Real* dout, const Real* w, int64_t T
 }
 
 template <typename Real>
-void silu_backward(Real* din, const Real* dout, const Real* x, int64_t n, SiluRule rule) {
-  const bool exact = rule == SiluRule::Exact;
+void silu_backward(Real* din, const Real* dout, const Real* x, int64_t n, SiluRule rule, const Real* sigmoid) {
+  const Real ex = rule == SiluRule::Exact ? Real(1) : Real(0);  // the identity rule drops the correction term
   parallel_for(n, [&](int64_t b, int64_t e) {
+    if (sigmoid) {
 #pragma omp simd
-    for (int64_t i = b; i < e; ++i) {
-      const Real s = sigmoid_r<Real>(x[i]);
-      const Real d = exact ? s * (Real(1) + x[i] * (Real(1) - s)) : s;
-      din[i] = dout[i] * d;
+      for (int64_t i = b; i < e; ++i) {
+        const Real s = sigmoid[i];
+        din[i] = dout[i] * (s * (Real(1) + ex * (x[i] * (Real(1) - s))));
+      }
+    } else {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) {
+        const Real s = sigmoid_r<Real>(x[i]);
+        din[i] = dout[i] * (s * (Real(1) + ex * (x[i] * (Real(1) - s))));
+      }
     }
   }, 4096);
 }
@@ -362,22 +400,31 @@ void softplus_backward(Real* din, const Real* dout, const Real* x, int64_t n) {
 template <typename Real>
 void gate_backward(Real* dpre, Real* dz, const Real* dy, const Real* ssm, const Real* u, const Real* D, const Real* z,
                    int64_t T, int64_t E, int64_t ld_z, int64_t ld_dz, Real scale, SiluRule rule) {
-  const bool exact = rule == SiluRule::Exact;
-  parallel_for(T, [&](int64_t t0, int64_t t1) {
+  // SiLU'(z) = σ·(1 + z·(1 − σ)); the identity rule multiplies the correction by 0 (exact: σ·1 = σ).
+  const Real ex = rule == SiluRule::Exact ? Real(1) : Real(0);
+  auto rows = [&](auto with_d, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const Real* zr = z + t * ld_z;
       Real* dzr = dz + t * ld_dz;
+      const Real* dyr = dy + t * E;
+      const Real* sr = ssm + t * E;
+      const Real* ur = u + t * E;
+      Real* dpr = dpre + t * E;
 #pragma omp simd
       for (int64_t e = 0; e < E; ++e) {
-        const int64_t k = t * E + e;
         const Real zz = zr[e];
         const Real s = sigmoid_r<Real>(zz);
-        const Real g = scale * dy[k];
-        const Real pre = ssm[k] + (D ? D[e] * u[k] : Real(0));
-        dzr[e] = g * pre * (exact ? s * (Real(1) + zz * (Real(1) - s)) : s);
-        dpre[k] = g * (zz * s);
+        const Real g = scale * dyr[e];
+        Real pre = sr[e];
+        if constexpr (decltype(with_d)::value) pre += D[e] * ur[e];
+        dzr[e] = g * pre * (s * (Real(1) + ex * (zz * (Real(1) - s))));
+        dpr[e] = g * (zz * s);
       }
     }
+  };
+  parallel_for(T, [&](int64_t t0, int64_t t1) {
+    if (D) rows(std::true_type{}, t0, t1);
+    else rows(std::false_type{}, t0, t1);
   }, min_rows(E, 4));
 }
 
@@ -450,6 +497,58 @@ void selective_scan_backward(const ScanBackwardArgs<Real>& a) {
     }, min_rows(2 * N * n_chunks, 16));
 }
 
+namespace {
+// Channels [c0, c0 + 8), all Q = N states in registers: scan_group8 of ops/selective_scan.cpp with its output loop on
+// the 8 lanes (exp8 equals exp_clamped lane by lane, so SiLU(z) = z / (1 + exp8(-z)) is silu_f's value).
+template <int Q>
+void scan_fwd8(float* ssm, float* y, const ScanArgs& a, int64_t c0) {
+  const int64_t T = a.T, E = a.E, N = a.N;
+  v8f h[Q], At[Q];
+  for (int q = 0; q < Q; ++q) {
+    h[q] = v8f{};
+    for (int l = 0; l < 8; ++l) At[q][l] = a.A[(c0 + l) * N + q];
+  }
+  const v8f Dv = a.D ? load8(a.D + c0) : v8f{};
+  for (int64_t t = 0; t < T; ++t) {
+    const v8f d = load8(a.delta + t * E + c0);
+    const v8f uu = load8(a.u + t * E + c0);
+    const v8f du = d * uu;
+    const float* Bt = a.B + t * a.ld_bc;
+    const float* Ct = a.C + t * a.ld_bc;
+    v8f acc = v8f{};
+#pragma GCC unroll 16
+    for (int q = 0; q < Q; ++q) {
+      const v8f dA = exp8(d * At[q]);
+      h[q] = dA * h[q] + du * Bt[q];
+      acc += h[q] * Ct[q];
+    }
+    if (ssm) store8(ssm + t * E + c0, acc);
+    if (y) {
+      v8f v = acc;
+      if (a.D) v += Dv * uu;
+      if (a.z) {
+        const v8f zz = load8(a.z + t * a.ld_z + c0);
+        v *= zz / (1.0f + exp8(-zz));
+      }
+      store8(y + t * E + c0, v);
+    }
+  }
+}
+}  // namespace
+
+void selective_scan_forward_fast(float* ssm, float* y, const ScanArgs& a) {
+  if ((a.N != 8 && a.N != 16) || a.E % 8 != 0) {
+    selective_scan_forward(ssm, y, nullptr, a);
+    return;
+  }
+  parallel_for(a.E / 8, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      if (a.N == 16) scan_fwd8<16>(ssm, y, a, g * 8);
+      else scan_fwd8<8>(ssm, y, a, g * 8);
+    }
+  }, min_rows(a.T * a.N * 8, 1));
+}
+
 // ---- instantiations ----
 #define SSMX_BACKWARD_INSTANTIATE(R)                                                                                  \
   template void linear_backward<R>(R*, const R*, const R*, int64_t, int64_t, int64_t, int64_t, int64_t, bool);        \
@@ -459,7 +558,7 @@ void selective_scan_backward(const ScanBackwardArgs<Real>& a) {
   template void rmsnorm_backward<R>(R*, const R*, const R*, const R*, const R*, int64_t, int64_t, bool, bool,          \
                                     int64_t, int64_t, int64_t);                                                       \
   template void conv1d_causal_backward<R>(R*, const R*, const R*, int64_t, int64_t, int64_t, int64_t);               \
-  template void silu_backward<R>(R*, const R*, const R*, int64_t, SiluRule);                                          \
+  template void silu_backward<R>(R*, const R*, const R*, int64_t, SiluRule, const R*);                               \
   template void softplus_backward<R>(R*, const R*, const R*, int64_t);                                                \
   template void gate_backward<R>(R*, R*, const R*, const R*, const R*, const R*, const R*, int64_t, int64_t, int64_t, \
                                  int64_t, R, SiluRule);                                                               \

@@ -60,8 +60,9 @@ void conv1d_causal_backward(Real* dx, const Real* dout, const Real* w, int64_t T
 // x·din = SiLU(x)·dout elementwise. (The official code uses SiLU(x)/stab(x), stab(x) = x + 1e-6·(sign x + [x = 0]),
 // which differs from σ(x) by about 1e-6/|x| relative; we use σ(x) itself.)
 enum class SiluRule { Exact, Identity };
+// sigmoid: σ(x) from the forward (nullptr: computed here).
 template <typename Real>
-void silu_backward(Real* din, const Real* dout, const Real* x, int64_t n, SiluRule rule);
+void silu_backward(Real* din, const Real* dout, const Real* x, int64_t n, SiluRule rule, const Real* sigmoid = nullptr);
 // softplus' (PyTorch, threshold 20): x > 20 ? 1 : σ(x). din may alias dout.
 template <typename Real>
 void softplus_backward(Real* din, const Real* dout, const Real* x, int64_t n);
@@ -105,5 +106,13 @@ struct ScanBackwardArgs {
 };
 template <typename Real>
 void selective_scan_backward(const ScanBackwardArgs<Real>& a);
+
+// ---- a forward kernel of the gradient path ----
+// selective_scan_forward's ssm and y outputs (y = (ssm + D·u)·SiLU(z), when y is not null) with the same float
+// operations in the same order, so bitwise the same values. With N = 8 or 16 and E a multiple of 8 this is the
+// 8-lane register kernel with the D skip and the gate computed on the 8 lanes too (the plain kernel's per-channel
+// scalar output loop took a third of its time); otherwise it calls selective_scan_forward.
+struct ScanArgs;
+void selective_scan_forward_fast(float* ssm, float* y, const ScanArgs& a);
 
 }  // namespace ssmx
