@@ -3,7 +3,9 @@
 // switched off), forward invariance, thread invariance, request errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -393,4 +395,51 @@ TEST(MambaGradient, ExplicitEmbeddingsEqualTheLookup) {
   const GradResult b = mamba_gradient(m, q);
   EXPECT_EQ(a.grad, b.grad);
   EXPECT_EQ(a.f, b.f);
+}
+
+TEST(MambaGradient, MatchesPyTorchAutograd) {
+  // tests/data/grad/*.safetensors: scripts/make_grad_fixtures.py (float64 autograd, MambaLRP by .detach()).
+  struct Case {
+    const char* name;
+    LrpRules rules;
+    bool zero_biases;
+  };
+  const Case cases[] = {{"gradient", LrpRules::gradient(), false},
+                        {"mamba_lrp", LrpRules::mamba_lrp(), false},
+                        {"ln_only", LrpRules::ln_only(), false},
+                        {"mamba_lrp_zero_bias", LrpRules::mamba_lrp(), true},
+                        {"gradient_mid", LrpRules::gradient(), false}};
+  double worst32 = 0, worst64 = 0;
+  for (const char* model : kFixtures) {
+    const std::string path = test::data_dir() + "/grad/" + model + ".safetensors";
+    ASSERT_TRUE(std::filesystem::exists(path)) << path;
+    const SafetensorsFile fx = read_safetensors(path);
+    const MambaModel& m = fixture(model);
+    std::vector<int32_t> ids;
+    for (const auto& [n, t] : fx.tensors)
+      if (n == "input_ids")
+        for (float v : to_f32(t)) ids.push_back(int32_t(v));
+    const std::vector<double> seed = f64_tensor(fx, "seed");
+    for (const Case& c : cases) {
+      SCOPED_TRACE(testing::Message() << model << " " << c.name);
+      GradRequest q;
+      q.ids = ids;
+      q.seed.assign(seed.begin(), seed.end());
+      q.rules = c.rules;
+      q.zero_biases = c.zero_biases;
+      for (const auto& [n, t] : fx.tensors)
+        if (n == std::string(c.name) + ".position") q.position = int64_t(to_f32(t)[0]);
+      const std::vector<double> want = f64_tensor(fx, std::string(c.name) + ".grad");
+      const double f = f64_tensor(fx, std::string(c.name) + ".f")[0];
+      const GradResult g32 = mamba_gradient(m, q);
+      const GradResultT<double> g64 = mamba_gradient_f64(m, q);
+      const double e32 = test::parity_error(g32.grad, want), e64 = parity(g64.grad, want);
+      EXPECT_LE(e32, 1e-4);
+      EXPECT_LE(e64, 1e-10);
+      EXPECT_NEAR(g32.f, f, 1e-5 * std::max(1.0, std::fabs(f)));
+      EXPECT_NEAR(g64.f, f, 1e-10 * std::max(1.0, std::fabs(f)));  // eps is stored as f32 (1e-5f): ~5e-12
+      worst32 = std::max(worst32, e32), worst64 = std::max(worst64, e64);
+    }
+  }
+  std::printf("[ parity  ] worst vs PyTorch autograd: f32 %.2e, f64 %.2e\n", worst32, worst64);
 }
