@@ -323,7 +323,7 @@ GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
     c.h.resize(size_t(Tr * Dm)), c.rstd.resize(size_t(Tr)), c.xz.resize(size_t(Tr * 2 * E));
     c.delta.resize(size_t(Tr * E)), c.xdbl.resize(size_t(Tr * XW)), c.ssm.resize(size_t(Tr * E));
   }
-  std::memcpy(cache[0].h.data(), res.embeds.data(), size_t(Tr * Dm) * sizeof(Real));
+  if (L > 0) std::memcpy(cache[0].h.data(), res.embeds.data(), size_t(Tr * Dm) * sizeof(Real));
   for (int64_t l = 0; l < L; ++l) {
     const LayerW<Real> w(m.layer(l), req.zero_biases);
     LayerCache<Real>& c = cache[size_t(l)];

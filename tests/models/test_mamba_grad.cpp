@@ -183,12 +183,16 @@ TEST(MambaGradient, MambaLrpConservesRelevanceInDouble) {
     const GradResultT<double> g0 = mamba_gradient_f64(m, q);
     EXPECT_EQ(g0.bias_absorbed, 0.0);
     EXPECT_LT(conservation_gap(g0), 1e-8) << "Σ R = " << sum_relevance(g0) << ", f = " << g0.f;
+    std::printf("[ conserve] %-26s f64 MambaLRP |ΣR - f|/|f|: zero biases %.1e", k < 3 ? kFixtures[k] : "random falcon + biases",
+                conservation_gap(g0));
     // With biases (conv, in_proj, out_proj; dt_proj's gets no gradient under the SSM rule): Σ R + Σ b·∂̃f/∂b = f.
     q.zero_biases = false;
     const GradResultT<double> g1 = mamba_gradient_f64(m, q);
     EXPECT_GT(std::fabs(g1.bias_absorbed), 1e-3 * std::fabs(g1.f));
     EXPECT_LT(conservation_gap(g1), 1e-8);
     EXPECT_GT(conservation_gap(g1, false), 1e-3);  // the biases really absorb something
+    std::printf(", with biases (ΣR + bias_absorbed) %.1e (without the bias term %.1e)\n", conservation_gap(g1),
+                conservation_gap(g1, false));
     // Layer-wise: Σ_t R(x^ℓ) equal at every depth (zero biases), and equal to f.
     const int64_t L = m.config().n_layer, T = g0.shape[0];
     (void)falcon;
@@ -211,9 +215,12 @@ TEST(MambaGradient, MambaLrpConservesInF32) {
     const MambaModel& m = fixture(name);
     GradRequest q = request(m, LrpRules::mamba_lrp());
     q.zero_biases = true;
-    EXPECT_LT(conservation_gap(mamba_gradient(m, q)), 1e-3) << name;
+    const double g0 = conservation_gap(mamba_gradient(m, q));
+    EXPECT_LT(g0, 1e-3) << name;
     q.zero_biases = false;
-    EXPECT_LT(conservation_gap(mamba_gradient(m, q)), 1e-3) << name;
+    const double g1 = conservation_gap(mamba_gradient(m, q));
+    EXPECT_LT(g1, 1e-3) << name;
+    std::printf("[ conserve] %-26s f32 MambaLRP gap: zero biases %.1e, with biases %.1e\n", name, g0, g1);
   }
 }
 
@@ -231,6 +238,8 @@ TEST(MambaGradient, EveryRuleIsNeededForConservation) {
     // Negative control: plain gradient×input.
     EXPECT_GT(gap(LrpRules::gradient()), 1e-2);
     EXPECT_GT(gap(LrpRules::ln_only()), 1e-2);
+    std::printf("[ conserve] %-26s gap (zero biases): gradient×input %.2e, LN-only %.2e", name, gap(LrpRules::gradient()),
+                gap(LrpRules::ln_only()));
     LrpRules r = LrpRules::mamba_lrp();
     EXPECT_LT(gap(r), 1e-8);
     const GradResultT<double> all = run(r);
@@ -245,10 +254,13 @@ TEST(MambaGradient, EveryRuleIsNeededForConservation) {
         const GradResultT<double> g = run(off);
         EXPECT_LT(conservation_gap(g), 1e-5) << what;
         EXPECT_GT(parity(g.grad, all.grad), 1e-3) << what;
+        std::printf(", no %s %.2e (grad moves by %.2e)", what, conservation_gap(g), parity(g.grad, all.grad));
         continue;
       }
       EXPECT_GT(gap(off), 1e-3) << "rule " << what;
+      std::printf(", no %s %.2e", what, gap(off));
     }
+    std::printf("\n");
   }
 }
 
