@@ -92,6 +92,8 @@ def main():
                                                 "(--grad: reference_grad.json)")
     ap.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths (default 512 2048; --grad: 256 1024)")
     ap.add_argument("--grad", action="store_true", help="time gradient×input and MambaLRP backward passes")
+    ap.add_argument("--grad-methods", nargs="+", default=["grad-input", "mamba-lrp"], choices=["grad-input", "mamba-lrp"],
+                    help="with --grad: which methods (default both)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
@@ -175,6 +177,8 @@ def grad_report(args, sd, config, shape, g):
     for k, T in enumerate(args.T):
         ids = torch.randint(0, args.vocab, (T,), generator=g).tolist()
         for method, rules in GRAD_METHODS.items():
+            if method not in args.grad_methods:
+                continue
             if k == 0:  # warm-up (one-time library and allocator setup) at the first length only
                 for _ in range(args.warmup):
                     grad_once(sd, config, ids, target, rules)
