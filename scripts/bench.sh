@@ -2,9 +2,11 @@
 # Runs the benchmarks and puts them next to the PyTorch reference measured on this machine.
 #
 #   scripts/bench.sh            forward of a mamba-130m-shaped model at T=512 and 2048
+#   scripts/bench.sh --grad     gradient×input and MambaLRP (forward + backward) at T=256 and 1024
 #
 # The PyTorch side needs Debian's python3-torch (installed here if missing: it is large, and only benchmarks and
-# fixture scripts use it). Results: bench/results/reference_forward.json and bench/results/forward.json.
+# fixture scripts use it). Results: bench/results/reference_forward.json and bench/results/forward.json
+# (--grad: bench/results/reference_grad.json and bench/results/grad.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -13,6 +15,12 @@ if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
   $SUDO apt-get install -y -qq python3-torch python3-numpy >/dev/null
 fi
 mkdir -p bench/results
+if [ "${1:-}" = "--grad" ]; then
+  echo "bench: PyTorch reference gradient and MambaLRP (this takes several minutes)"
+  /usr/bin/python3 scripts/bench_reference.py --grad --out bench/results/reference_grad.json
+  build/bench_grad --reference=bench/results/reference_grad.json --json=bench/results/grad.json
+  exit 0
+fi
 echo "bench: PyTorch reference forward (this takes a few minutes)"
 /usr/bin/python3 scripts/bench_reference.py --out bench/results/reference_forward.json
 build/bench_forward --reference=bench/results/reference_forward.json --json=bench/results/forward.json

@@ -8,6 +8,13 @@ sequential scan, which is what transformers runs without CUDA) on a random mamba
 float32, torch.set_num_threads(--threads, default 2), torch.inference_mode(), full logits [T, V] at every position
 (as HF returns them), no intermediates kept. Each T: 1 warm-up run, then the best of --repeats (default 3).
 Writes {"machine", "torch_version", "threads", "shape", "results": [{"T", "seconds"}, ...]}.
+
+--grad times the gradient instead (what build/bench_grad measures in ssmx): inputs_embeds with requires_grad, the
+forward of mamba_ref.forward_modified, backward() of one target logit at the last position, for `grad-input` (plain
+autograd) and `mamba-lrp` (the official slow path's .detach() rules), default T = 256 and 1024, best of --repeats
+(a single run when one takes more than 30 s) after a warm-up at the first T; writes bench/results/reference_grad.json with {"T", "method", "seconds"} results.
+
+    /usr/bin/python3 scripts/bench_reference.py --grad [--T 256 1024] [--out bench/results/reference_grad.json]
 """
 import argparse
 import json
@@ -81,8 +88,12 @@ def random_model(seed, d_model, n_layer, d_inner, d_state, dt_rank, d_conv, voca
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "reference_forward.json"))
-    ap.add_argument("--T", type=int, nargs="+", default=[512, 2048], help="sequence lengths")
+    ap.add_argument("--out", default=None, help="default bench/results/reference_forward.json "
+                                                "(--grad: reference_grad.json)")
+    ap.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths (default 512 2048; --grad: 256 1024)")
+    ap.add_argument("--grad", action="store_true", help="time gradient×input and MambaLRP backward passes")
+    ap.add_argument("--grad-methods", nargs="+", default=["grad-input", "mamba-lrp"], choices=["grad-input", "mamba-lrp"],
+                    help="with --grad: which methods (default both)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
@@ -96,11 +107,19 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    if args.out is None:
+        args.out = os.path.join(ROOT, "bench", "results", "reference_grad.json" if args.grad else "reference_forward.json")
+    if args.T is None:
+        args.T = [256, 1024] if args.grad else [512, 2048]
     torch.set_num_threads(args.threads)
     shape = {"d_model": args.d_model, "n_layer": args.layers, "d_inner": args.d_inner, "d_state": args.d_state,
              "dt_rank": args.dt_rank, "d_conv": args.d_conv, "vocab": args.vocab}
     sd, config = random_model(args.seed, **shape)
     g = torch.Generator().manual_seed(args.seed + 1)
+    if args.grad:
+        report = grad_report(args, sd, config, shape, g)
+        write_report(args.out, report)
+        return
     results = []
     with torch.inference_mode():
         for T in args.T:
@@ -126,13 +145,64 @@ def main():
         "shape": shape,
         "results": results,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
+    write_report(args.out, report)
+
+
+def write_report(path, report):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
+GRAD_METHODS = {"grad-input": (), "mamba-lrp": ("silu", "ssm", "gate", "norm")}
+
+
+def grad_once(sd, config, ids, target, rules):
+    """inputs_embeds.requires_grad → forward → backward of the last-position target logit; returns the gradient."""
+    emb = sd["backbone.embeddings.weight"][torch.as_tensor(ids, dtype=torch.int64)].detach().clone()
+    emb.requires_grad_(True)
+    nf = ref.forward_modified(sd, config, emb, rules, dtype=torch.float32)
+    f = nf[-1] @ ref.head_weight(sd)[target]
+    f.backward()
+    return emb.grad
+
+
+def grad_report(args, sd, config, shape, g):
+    results = []
+    target = 1234 % shape["vocab"]
+    for k, T in enumerate(args.T):
+        ids = torch.randint(0, args.vocab, (T,), generator=g).tolist()
+        for method, rules in GRAD_METHODS.items():
+            if method not in args.grad_methods:
+                continue
+            if k == 0:  # warm-up (one-time library and allocator setup) at the first length only
+                for _ in range(args.warmup):
+                    grad_once(sd, config, ids, target, rules)
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                grad = grad_once(sd, config, ids, target, rules)
+                times.append(time.perf_counter() - t0)
+                assert grad.shape == (T, shape["d_model"]) and bool(torch.isfinite(grad).all())
+                if times[-1] > 30.0:  # minutes-long runs: one is enough (run-to-run noise is far below 1%)
+                    break
+            best = min(times)
+            print(f"T={T} {method}: best {best:.3f} s of {', '.join(f'{t:.3f}' for t in times)}", flush=True)
+            results.append({"T": T, "method": method, "seconds": round(best, 4), "all_runs": [round(t, 4) for t in times]})
+    return {
+        "what": "PyTorch reference gradient (mamba_ref.forward_modified: HF slow_forward math, sequential scan) with "
+                "autograd on inputs_embeds, backward of the last-position logit of one token; grad-input = plain "
+                "autograd, mamba-lrp = the official slow path's .detach() rules; float32, best of repeats after warm-up",
+        "machine": machine_description(),
+        "torch_version": torch.__version__,
+        "threads": args.threads,
+        "shape": shape,
+        "results": results,
+    }
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ to `dtype` first. `acts` maps the intermediate names below (the C++ engine expos
     norm_f                 [T,Dm]  final RMSNorm output
     logits                 [T,V]
 
+`gradient(state_dict, config, input_ids, target, position, rules, zero_biases)` is the autograd reference of the
+gradient / MambaLRP engine (see its docstring and shared/specs/mambalrp.md §4).
+
 `load_model_dir(path)` reads config.json plus model.safetensors / sharded safetensors (index json) /
 pytorch_model.bin (or its index), renames the mamba_ssm `backbone.embedding.weight`, and returns (config, state_dict).
 """
@@ -361,6 +364,115 @@ def self_test(seed=0):
     want = torch.stack([r[i] / math.sqrt(float((r[i] ** 2).mean()) + 1e-5) * wn for i in range(4)])
     assert torch.allclose(rms_norm(r, wn, 1e-5), want, rtol=1e-13, atol=0)
     return True
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Gradients and MambaLRP (shared/specs/mambalrp.md §4, HF slow-path semantics of the official code)
+
+LRP_RULES = ("silu", "ssm", "gate", "norm")
+
+
+def forward_modified(state_dict, config, embeds, rules=(), zero_biases=False, dtype=torch.float64, a_f32=True,
+                     upto=None):
+    """The forward of `forward` from explicit input embeddings [T, Dm], with MambaLRP's stop-gradients for the rules in
+    `rules` (forward values unchanged; only autograd sees the difference). Returns norm_f's output [T, Dm].
+
+      silu: u = c·σ(c).detach() and SiLU(z) = z·σ(z).detach()          (identity rule, both SiLUs)
+      ssm:  exp(Δ·A), Δ·B and C detached                                 (the official slow path's discrete_A/B, C)
+      gate: o = o/2 + (o/2).detach() right before out_proj                (half rule)
+      norm: RMSNorm's rsqrt(mean(x²) + eps) detached                      (block norms and norm_f; Falcon-Mamba's
+                                                                           weightless mixer norms stay exact)
+    zero_biases: every bias (in_proj, conv1d, dt_proj, out_proj) taken as zero. a_f32: A = -exp(A_log) rounded to
+    float32 as transformers (A_log.float()) and ssmx compute it. upto: only the first `upto` tokens (causal)."""
+    for r in rules:
+        assert r in LRP_RULES, r
+    s = model_settings(config, state_dict)
+    falcon = s["family"] == "falcon_mamba"
+
+    def w(name, required=True, bias=False):
+        t = state_dict.get(name)
+        if t is None or (bias and zero_biases):
+            assert not required or (bias and zero_biases), f"missing tensor {name}"
+            return None
+        return t.to(dtype)
+
+    def silu_r(x):
+        return x * torch.sigmoid(x).detach() if "silu" in rules else silu(x)
+
+    def rms(x, weight, eps, hold):
+        r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        if hold:
+            r = r.detach()
+        y = x * r
+        return y * weight if weight is not None else y
+
+    h = embeds if upto is None else embeds[:upto]
+    for i in range(s["n_layer"]):
+        p = f"backbone.layers.{i}."
+        m = p + "mixer."
+        normed = rms(h, w(p + "norm.weight"), s["eps"], "norm" in rules)
+        xz = normed @ w(m + "in_proj.weight").t()
+        b_in = w(m + "in_proj.bias", required=False, bias=True)
+        if b_in is not None:
+            xz = xz + b_in
+        E = xz.shape[1] // 2
+        x, z = xz[:, :E], xz[:, E:]
+        u = silu_r(causal_conv1d(x, w(m + "conv1d.weight"), w(m + "conv1d.bias", required=False, bias=True)))
+        A_log = state_dict[m + "A_log"]
+        A = (-torch.exp(A_log.double())).float().to(dtype) if a_f32 else -torch.exp(A_log.to(dtype))
+        N = A.shape[1]
+        W_dt = w(m + "dt_proj.weight")
+        R = W_dt.shape[1]
+        xdbl = u @ w(m + "x_proj.weight").t()
+        dt_low, B, C = xdbl[:, :R], xdbl[:, R:R + N], xdbl[:, R + N:]
+        if falcon:
+            dt_low = rms(dt_low, None, s["mixer_rms_eps"], False)
+            B = rms(B, None, s["mixer_rms_eps"], False)
+            C = rms(C, None, s["mixer_rms_eps"], False)
+        dt = dt_low @ W_dt.t()
+        b_dt = w(m + "dt_proj.bias", required=False, bias=True)
+        if b_dt is not None:
+            dt = dt + b_dt
+        delta = softplus(dt)
+        dA = torch.exp(delta[:, :, None] * A[None, :, :])              # [T, E, N]
+        dB = delta[:, :, None] * B[:, None, :]                          # [T, E, N]
+        Cc = C
+        if "ssm" in rules:
+            dA, dB, Cc = dA.detach(), dB.detach(), C.detach()
+        hs = torch.zeros_like(dA[0])
+        out = []
+        for t in range(u.shape[0]):
+            hs = dA[t] * hs + dB[t] * u[t][:, None]
+            out.append(hs @ Cc[t])
+        y = (torch.stack(out, 0) + u * w(m + "D")) * silu_r(z)
+        if "gate" in rules:
+            y = y / 2 + (y / 2).detach()
+        mix = y @ w(m + "out_proj.weight").t()
+        b_out = w(m + "out_proj.bias", required=False, bias=True)
+        if b_out is not None:
+            mix = mix + b_out
+        h = h + mix
+    return rms(h, w("backbone.norm_f.weight"), s["eps"], "norm" in rules)
+
+
+def head_weight(state_dict):
+    head = state_dict.get("lm_head.weight")
+    return head if head is not None else state_dict["backbone.embeddings.weight"]
+
+
+def gradient(state_dict, config, input_ids, target, position=-1, rules=(), zero_biases=False, dtype=torch.float64,
+             a_f32=True):
+    """∂f/∂inputs_embeds by autograd, f = W_head[target] · norm_f[position] (a token logit), through
+    `forward_modified` with the given rules. Returns (grad [T, Dm], embeds [T, Dm], f). Tokens after `position` get a
+    zero gradient."""
+    T = len(input_ids)
+    pos = position % T
+    emb = state_dict["backbone.embeddings.weight"].to(dtype)[torch.as_tensor(input_ids, dtype=torch.int64)]
+    emb = emb.detach().clone().requires_grad_(True)
+    nf = forward_modified(state_dict, config, emb, rules, zero_biases, dtype, a_f32, upto=pos + 1)
+    f = nf[pos] @ head_weight(state_dict).to(dtype)[target]
+    f.backward()
+    return emb.grad.detach().clone(), emb.detach().clone(), float(f)
 
 
 def forward_dir(path, input_ids, dtype=torch.float64, collect=True):
