@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -57,7 +58,6 @@ int64_t hidden_attention_bytes_full(int64_t channels, int64_t T) { return channe
 namespace {
 
 constexpr int64_t kBand = 128;  // rows per band: fixed, so results do not depend on the thread count
-constexpr int64_t kLanes = 16;  // channels per lane group in row mode
 
 void check_range(const MixerTrace& tr, int64_t c0, int64_t c1) {
   if (c0 < 0 || c1 > tr.E || c0 >= c1)
@@ -133,6 +133,28 @@ void transform_row(AttnKind kind, int64_t i, int64_t T, int64_t K, const float* 
 // rows of the band stream past: per row and state one multiply by the broadcast decay Ā_i[n] and one multiply-add
 // into the row's accumulator. The 8×8 diagonal block, where columns switch on, runs from a small array first.
 typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// exp_clamped on 8 lanes (the same operations, so the same results lane by lane).
+inline v8f exp8(v8f x) {
+  const v8f lo = v8f{} + kExpLo, hi = v8f{} + kExpHi;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v8f shifted = x * 1.44269504088896341f + 12582912.0f;
+  const v8f fx = shifted - 12582912.0f;
+  const v8i n = std::bit_cast<v8i>(shifted) - 0x4B400000;
+  v8f r = x - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  const v8f r2 = r * r;
+  v8f q = v8f{} + 1.9875691500e-4f;
+  q = q * r + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  q = q * r2 + r + 1.0f;
+  return q * std::bit_cast<v8f>((n + 127) << 23);
+}
 
 struct BandWorker {
   static constexpr int64_t kW = 8;  // columns per group
@@ -160,7 +182,6 @@ struct BandWorker {
   // at row ia: the states start at zero and column ia + l switches on at row ia + l (lane l set to inj[l·N + n]).
   template <int Q>
   void rows_fast(v8f* out, int64_t i0, int64_t ia, int64_t i1, int64_t N, int64_t n0, int64_t ndiag, const float* inj) {
-    typedef int32_t v8i __attribute__((vector_size(32)));
     v8f h[Q];
     const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
 #pragma GCC unroll 8
@@ -626,48 +647,117 @@ Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int6
   if (i < 0 || i >= T) throw Error("--row", "row " + std::to_string(i) + " is outside 0.." + std::to_string(T - 1));
   Tensor out({nc, T});
   const float* Ci = tr.C + i * tr.ld_bc;
-  const int64_t nblk = (nc + kLanes - 1) / kLanes;
+  // Channels in groups of 64 (8 vectors of 8): each step j reads whole cache lines of Δ (rows lie E floats apart) and
+  // shares C_i·B_j across the group.
+  //
+  // Underflow. The running products p[n] = Π Ā only shrink. Left alone they pass through the subnormal range, where
+  // this CPU's multiplies are several times slower (measured 2.4× on the whole walk) and gradual underflow drops their
+  // low bits. So each lane keeps its products scaled by an exact power of two 2^(32·s): when all of a lane's p[n] fall
+  // below 2^-32 they are multiplied by 2^32 and s grows by one; the entries are scaled back on output in double and
+  // rounded once to float. That is exact scaling, so every entry is the same IEEE computation as without it whenever
+  // no intermediate would have been subnormal, and more accurate otherwise. A lane is finished once
+  //   2^(-32·s) · max_n p[n] · bound < 2^-151,   bound = max_j Δ_j[e] · max_j Σ_n |C_i[n]·B_j[n]|,
+  // i.e. when every remaining entry |Σ_n p[n]·Δ_j·C_i[n]·B_j[n]| is below half the smallest subnormal and so rounds
+  // to zero in float; those entries are written as +0 without being walked.
+  constexpr int64_t G = 8, V = 8, GV = G * V;
+  constexpr float kUp = 4294967296.0f, kLow = 1.0f / 4294967296.0f;  // 2^32, 2^-32
+  const int64_t nblk = (nc + GV - 1) / GV;
+  double cbmax = 0.0;  // max_j Σ_n |C_i[n]·B_j[n]|
+  for (int64_t j = 0; j <= i; ++j) {
+    double sum = 0.0;
+    for (int64_t n = 0; n < N; ++n) sum += std::fabs(double(Ci[n]) * double(tr.B[j * tr.ld_bc + n]));
+    cbmax = std::max(cbmax, sum);
+  }
   parallel_for(nblk, [&](int64_t b0, int64_t b1) {
-    std::vector<float> p(size_t(N * kLanes)), At(size_t(N * kLanes)), s6(size_t(kLanes * T)), sig(static_cast<size_t>(T)),
+    std::vector<v8f> p(size_t(V * N)), At(size_t(V * N));
+    std::vector<v8f> s6(size_t(T * V));       // (T, 64 channels), scaled by 2^(32·s)
+    std::vector<int16_t> sj(size_t(T * GV));  // s per entry
+    std::vector<float> cb(static_cast<size_t>(N)), row(static_cast<size_t>(T)), sig(static_cast<size_t>(T)),
         gate(static_cast<size_t>(T)), tmp(static_cast<size_t>(T));
-    alignas(64) float d[kLanes], acc[kLanes];
     for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t e0 = c0 + blk * kLanes, w = std::min(kLanes, c1 - e0);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t l = 0; l < kLanes; ++l) At[size_t(n * kLanes + l)] = l < w ? tr.A[(e0 + l) * N + n] : 0.0f;
-      std::fill(p.begin(), p.end(), 1.0f);
+      const int64_t e0 = c0 + blk * GV, w = std::min(GV, c1 - e0), nv = (w + G - 1) / G;
+      for (int64_t v = 0; v < nv; ++v)
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t l = 0; l < G; ++l) {
+            const int64_t c = v * G + l;
+            At[size_t(v * N + n)][l] = c < w ? tr.A[(e0 + c) * N + n] : 0.0f;
+          }
+      float dmax = 0.0f;
+      for (int64_t j = 0; j <= i; ++j)
+        for (int64_t c = 0; c < w; ++c) dmax = std::max(dmax, tr.delta[j * E + e0 + c]);
+      const double bound = double(dmax) * cbmax;
+      std::fill(p.begin(), p.end(), v8f{} + 1.0f);
       // Walk j = i, i-1, ..., 0 carrying p[n] = Π_{k=j+1..i} Ā_k[n] (exact), or Π_{k=j+1..i-1} (compat row).
       int64_t jstart = i;
+      int64_t jlow[V];  // lowest j walked per vector; entries below are +0
+      bool live[V];
+      int32_t sc[GV];   // scale exponent per channel
+      for (int64_t v = 0; v < V; ++v) jlow[v] = 0, live[v] = v < nv;
+      std::fill(sc, sc + GV, 0);
+      int64_t nlive = nv;
       if (compat == AttnCompat::HiddenAttnRow) {
-        for (int64_t l = 0; l < kLanes; ++l) s6[size_t(l * T + i)] = 0.0f;
+        for (int64_t v = 0; v < V; ++v) s6[size_t(i * V + v)] = v8f{};
+        std::fill(sj.begin() + i * GV, sj.begin() + (i + 1) * GV, int16_t(0));
         jstart = i - 1;
       }
-      for (int64_t j = jstart; j >= 0; --j) {
-        for (int64_t l = 0; l < kLanes; ++l) {
-          d[l] = l < w ? tr.delta[j * E + e0 + l] : 0.0f;
-          acc[l] = 0.0f;
-        }
+      for (int64_t j = jstart; j >= 0 && nlive > 0; --j) {
         const float* Bj = tr.B + j * tr.ld_bc;
-        for (int64_t n = 0; n < N; ++n) {
-          const float cb = Ci[n] * Bj[n];
-          float* pn = p.data() + n * kLanes;
-          const float* an = At.data() + n * kLanes;
-#pragma omp simd
-          for (int64_t l = 0; l < kLanes; ++l) {
-            acc[l] += pn[l] * (d[l] * cb);
-            pn[l] *= exp_clamped(d[l] * an[l]);
+        for (int64_t n = 0; n < N; ++n) cb[size_t(n)] = Ci[n] * Bj[n];
+        const float* dj = tr.delta + j * E + e0;
+        for (int64_t v = 0; v < nv; ++v) {
+          if (!live[v]) continue;
+          v8f d = v8f{};
+          if ((v + 1) * G <= w) std::memcpy(&d, dj + v * G, sizeof d);
+          else
+            for (int64_t l = 0; l < w - v * G; ++l) d[l] = dj[v * G + l];
+          v8f* pv = p.data() + v * N;
+          const v8f* av = At.data() + v * N;
+          v8f acc0 = v8f{}, acc1 = v8f{};
+          for (int64_t n = 0; n + 1 < N; n += 2) {
+            acc0 += pv[n] * (d * cb[size_t(n)]);
+            acc1 += pv[n + 1] * (d * cb[size_t(n + 1)]);
+            pv[n] *= exp8(d * av[n]);
+            pv[n + 1] *= exp8(d * av[n + 1]);
+          }
+          if (N % 2) {
+            acc0 += pv[N - 1] * (d * cb[size_t(N - 1)]);
+            pv[N - 1] *= exp8(d * av[N - 1]);
+          }
+          s6[size_t(j * V + v)] = acc0 + acc1;
+          for (int64_t l = 0; l < G; ++l) sj[size_t(j * GV + v * G + l)] = int16_t(sc[v * G + l]);
+          if ((j & 3) == 0 && j > 0) {  // rescale small lanes; retire the vector when all its lanes are finished
+            v8f mx = pv[0];
+            for (int64_t n = 1; n < N; ++n) mx = mx > pv[n] ? mx : pv[n];
+            v8f up = v8f{} + 1.0f;
+            bool done = true;
+            for (int64_t l = 0; l < G; ++l) {
+              const int64_t c = v * G + l;
+              if (c >= w) continue;
+              if (mx[l] < kLow && mx[l] > 0.0f && sc[c] < 1000) up[l] = kUp, ++sc[c];
+              done = done && std::ldexp(double(mx[l]) * bound, -32 * sc[c]) < 0x1p-151;
+            }
+            if (done) {
+              live[v] = false, jlow[v] = j, --nlive;
+            } else {
+              for (int64_t n = 0; n < N; ++n) pv[n] *= up;
+            }
           }
         }
-        for (int64_t l = 0; l < kLanes; ++l) s6[size_t(l * T + j)] = acc[l];
       }
-      for (int64_t l = 0; l < w; ++l) {
-        const int64_t e = e0 + l;
-        if (kind != AttnKind::S6)
-          for (int64_t t = 0; t <= i; ++t) {
-            sig[size_t(t)] = sigmoid_f(tr.conv[t * E + e]);
-            gate[size_t(t)] = silu_f(tr.z[t * E + e]);
-          }
-        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, sig.data(), gate.data(), s6.data() + l * T,
+      for (int64_t c = 0; c < w; ++c) {
+        const int64_t e = e0 + c, v = c / G, l = c % G, jl = jlow[v];
+        std::fill(row.begin(), row.begin() + jl, 0.0f);
+        for (int64_t j = jl; j <= i; ++j) {
+          const float x = s6[size_t(j * V + v)][l];
+          const int s = sj[size_t(j * GV + c)];
+          row[size_t(j)] = s == 0 ? x : float(std::ldexp(double(x), -32 * s));
+        }
+        if (kind != AttnKind::S6) {
+          std::fill(sig.begin(), sig.begin() + jl, 0.0f);  // multiplies zeros only
+          for (int64_t t = jl; t <= i; ++t) sig[size_t(t)] = sigmoid_f(tr.conv[t * E + e]);
+          gate[size_t(i)] = silu_f(tr.z[i * E + e]);  // only the query's gate is read
+        }
+        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, sig.data(), gate.data(), row.data(),
                       out.ptr() + (e - c0) * T, tmp.data());
       }
     }
