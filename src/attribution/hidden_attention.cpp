@@ -501,7 +501,7 @@ void linear_map_diag(const MixerTrace& tr, const KindFlags& kf, const LinearWeig
     // then the taps as K vector passes per row.
     const int64_t ldb = Q + K - 1;
     std::vector<float> rs(static_cast<size_t>(T)), cs(static_cast<size_t>(T)), buf(kf.conv ? size_t(Q * ldb) : 0),
-        tmp(static_cast<size_t>(ldb));
+        tmp(static_cast<size_t>(ldb)), colw(static_cast<size_t>(ldb));
     float* dst = out + i0 * T;
     for (int64_t e = c0; e < c1; ++e) {
       for (int64_t i = i0; i < i1; ++i) {
@@ -521,6 +521,8 @@ void linear_map_diag(const MixerTrace& tr, const KindFlags& kf, const LinearWeig
       w.run(tr, P, e, i0, i1, buf.data() + (K - 1), ldb, rs.data(), cs.data(), i0, i0);
       const float* wt = tr.conv_w + e * K;
       const int64_t jlo = std::max<int64_t>(0, i0 - (K - 1));  // first output column
+      if (lw.col)  // V[j, e] for the output columns, gathered once (rows of V lie E floats apart)
+        for (int64_t j = jlo; j < i1; ++j) colw[size_t(j - i0 + K - 1)] = lw.col[j * E + e];
       for (int64_t i = i0; i < i1; ++i) {
         // buf row: index x ↔ column i0 − (K−1) + x, zero outside [i0, i]. Output column j = i0 − (K−1) + x for
         // x ∈ [jlo − i0 + K − 1, i − i0 + K − 1]: Σ_t w[K−1−t]·row[x + t].
@@ -533,8 +535,7 @@ void linear_map_diag(const MixerTrace& tr, const KindFlags& kf, const LinearWeig
         }
         float* o = dst + (i - i0) * T + i0 - (K - 1);
         if (lw.col) {
-          const float* cw = lw.col + (i0 - (K - 1)) * E + e;
-          for (int64_t x = x0; x < x1; ++x) o[x] += tmp[size_t(x)] * cw[x * E];
+          for (int64_t x = x0; x < x1; ++x) o[x] += tmp[size_t(x)] * colw[size_t(x)];
         } else {
           for (int64_t x = x0; x < x1; ++x) o[x] += tmp[size_t(x)];
         }
@@ -583,7 +584,7 @@ Tensor hidden_attention_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce r
   check_range(tr, c0, c1);
   const int64_t T = tr.T, nc = c1 - c0;
   Tensor out({T, T});
-  if (red == AttnReduce::Mean) {  // linear: the chunked GEMM path
+  if (red == AttnReduce::Mean) {  // linear: the chunked GEMM path; AbsMean and Max below, by impulse propagation
     linear_map(tr, kind, LinearWeights{}, c0, c1, out.ptr());
     const float s = 1.0f / float(nc);
     for (float& v : out.data) v *= s;
@@ -599,10 +600,6 @@ Tensor hidden_attention_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce r
       for (int64_t i = i0; i < i1; ++i) std::fill(dst + (i - i0) * T, dst + (i - i0) * T + i + 1, -std::numeric_limits<float>::infinity());
     for (int64_t e = c0; e < c1; ++e) {
       const KindScales ks = kind_scales(kind, P, e - c0, T);
-      if (red == AttnReduce::Mean && !ks.conv) {  // linear and no per-channel mixing: accumulate in place
-        w.run(tr, P, e, i0, i1, dst, T, ks.row, ks.col);
-        continue;
-      }
       buf.assign(size_t(nb * T), 0.0f);
       w.run(tr, P, e, i0, i1, buf.data(), T, ks.row, ks.col);
       for (int64_t i = i0; i < i1; ++i) {
@@ -612,16 +609,14 @@ Tensor hidden_attention_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce r
           r = row.data();
         }
         float* o = dst + (i - i0) * T;
-        if (red == AttnReduce::Mean) {
-          for (int64_t j = 0; j <= i; ++j) o[j] += r[j];
-        } else if (red == AttnReduce::AbsMean) {
+        if (red == AttnReduce::AbsMean) {
           for (int64_t j = 0; j <= i; ++j) o[j] += std::fabs(r[j]);
         } else {
           for (int64_t j = 0; j <= i; ++j) o[j] = std::max(o[j], r[j]);
         }
       }
     }
-    if (red != AttnReduce::Max) {
+    if (red == AttnReduce::AbsMean) {
       const float s = 1.0f / float(nc);
       for (int64_t k = 0; k < nb * T; ++k) dst[k] *= s;
     }

@@ -498,3 +498,42 @@ TEST(HiddenAttentionGemm, GradientTimesValueIsTheTokenContribution) {
   }
   EXPECT_LT(worst / mx, 1e-5);
 }
+
+TEST(HiddenAttention, RowsThroughUnderflowMatchNaiveDouble) {
+  // Long rows with decays strong enough that the running products would go subnormal and then to zero: the row walk
+  // rescales them by powers of two and stops once the remaining entries round to zero. 70 channels: a full group of
+  // 64 and a partial one.
+  for (float shift : {-0.5f, -4.0f}) {
+    SizedMixer m(1500, 70, 16, shift, 1.0f, true, 51);
+    const int64_t T = m.T, E = m.E, N = m.N;
+    for (int64_t i : {T - 1, int64_t(700)}) {
+      Tensor row = hidden_attention_row(m.tr, AttnKind::S6, i, 0, E);
+      Tensor uni = hidden_attention_row(m.tr, AttnKind::Unified, i, 0, E);
+      for (int64_t e = 0; e < E; ++e) {
+        std::vector<double> ref(static_cast<size_t>(T), 0.0), S(static_cast<size_t>(T));
+        double acc = 0.0;
+        for (int64_t t = 0; t < T; ++t) S[size_t(t)] = (acc += double(m.delta[t * E + e]));
+        for (int64_t j = 0; j <= i; ++j)
+          for (int64_t n = 0; n < N; ++n)
+            ref[size_t(j)] += double(m.tr.C[i * m.tr.ld_bc + n]) * std::exp(double(m.A[e * N + n]) * (S[size_t(i)] - S[size_t(j)])) *
+                              double(m.delta[j * E + e]) * double(m.tr.B[j * m.tr.ld_bc + n]);
+        double mx = 0.0, err = 0.0;
+        for (int64_t j = 0; j < T; ++j) {
+          mx = std::max(mx, std::fabs(ref[size_t(j)]));
+          err = std::max(err, std::fabs(double(row.data[size_t(e * T + j)]) - ref[size_t(j)]));
+        }
+        EXPECT_LT(err / mx, 1e-5) << "shift " << shift << " row " << i << " channel " << e;
+        // Entries far below the row's scale are still right relative to themselves where they are normal floats.
+        for (int64_t j = 0; j <= i; ++j) {
+          if (std::fabs(ref[size_t(j)]) > 1e-30) {
+            EXPECT_NEAR(row.data[size_t(e * T + j)] / ref[size_t(j)], 1.0, 1e-3) << "row " << i << " channel " << e << " j " << j;
+          }
+        }
+      }
+      // The unified row from the row walk equals the unified full-matrix path's row (GEMM-free exact kernel).
+      Tensor full = hidden_attention_full(m.tr, AttnKind::Unified, 5, 7);
+      for (int64_t e = 5; e < 7; ++e)
+        EXPECT_LT(test::parity_error(uni.ptr() + e * T, full.ptr() + ((e - 5) * T + i) * T, T), 1e-5) << "unified " << e;
+    }
+  }
+}
