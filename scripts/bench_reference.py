@@ -15,6 +15,21 @@ autograd) and `mamba-lrp` (the official slow path's .detach() rules), default T 
 (a single run when one takes more than 30 s) after a warm-up at the first T; writes bench/results/reference_grad.json with {"T", "method", "seconds"} results.
 
     /usr/bin/python3 scripts/bench_reference.py --grad [--T 256 1024] [--out bench/results/reference_grad.json]
+
+--attention times the official hidden-attention code's approach instead (one layer, E=--d-inner, N=--d-state):
+
+    /usr/bin/python3 scripts/bench_reference.py --attention [--out bench/results/reference_attention.json]
+
+  1. "official triple loop": the Python loops of HiddenMambaAttn / UnifiedImplicitAttnRepr compute_attn_matrix_fn
+     (docs: shared spec hidden-attention.md §2.2, §3.1) in float32: dA = exp(Δ·A), dB = Δ·B as (T, E, N); for each
+     row r and column c ≤ r the product of dA over k = c+1..r, times dB_c, contracted with C_r, written into a dense
+     (E, T, T) matrix. Timed at small T (--attn-T, default 32 64 128), then extrapolated to T=1024 with a least-squares
+     fit of its two cost terms, a·T³/6 (the innermost products, each over E·N) + b·T²/2 (the per-entry work).
+  2. "vectorised PyTorch": what a fair PyTorch user would write: cumulative sums of Δ per channel, exp(A·(S_i − S_j))
+     on the lower triangle per state, a channel block at a time, accumulated into the channel-mean map. Timed at
+     T=1024 on --attn-channels channels (default 64) and scaled by E / channels (the cost is linear in E).
+  The official code's extra dense T×T matmuls for the unified kinds (gate @ α @ Z @ M) are not included.
+  Writes {"machine", "torch_version", "threads", "shape", "results": [{"method", "T", "seconds", "extrapolated"}, ...]}.
 """
 import argparse
 import json
@@ -86,14 +101,121 @@ def random_model(seed, d_model, n_layer, d_inner, d_state, dt_rank, d_conv, voca
     return sd, config
 
 
+def official_attn_matrix(dt, A, B, C):
+    """The official triple loop (HiddenMambaAttn compute_attn_matrix_fn structure), float32, batch 1.
+    dt: (E, T) Δ after softplus, A: (E, N), B, C: (N, T). Returns (E, T, T)."""
+    E, T = dt.shape
+    dA = torch.exp(torch.einsum("dl,dn->ldn", dt, A))  # (T, E, N)
+    dB = torch.einsum("dl,nl->ldn", dt, B)             # (T, E, N)
+    attn = torch.zeros(E, T, T)
+    for r in range(T):
+        curr_C = C[:, r]
+        for c in range(r + 1):
+            currA = torch.ones(E, A.shape[1])
+            if c < r:
+                for i in range(r - c):
+                    currA = currA * dA[r - i]
+            currB = dB[c]
+            attn[:, r, c] = torch.sum(curr_C[None, :] * currA * currB, dim=-1)
+    return attn
+
+
+def vectorised_mean_map(dt, A, B, C, block=16):
+    """Channel-mean map by cumsum + exp of differences, `block` channels at a time. dt: (E, T). Returns (T, T)."""
+    E, T = dt.shape
+    S = torch.cumsum(dt.double(), dim=1)  # double sums: a float cumsum loses digits at long T
+    tril = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    out = torch.zeros(T, T)
+    for e0 in range(0, E, block):
+        Sb = S[e0:e0 + block]
+        diff = (Sb[:, :, None] - Sb[:, None, :]).float().masked_fill(~tril, float("inf"))  # (b, T, T), i ≥ j
+        for n in range(A.shape[1]):
+            decay = torch.exp(A[e0:e0 + block, n, None, None] * diff)  # A < 0: 0 above the diagonal
+            key = dt[e0:e0 + block] * B[n][None, :]                        # (b, T): Δ_j B_j[n]
+            out += C[n][:, None] * torch.einsum("bij,bj->ij", decay, key)
+    return out / E
+
+
+def attention_benchmark(args):
+    torch.set_num_threads(args.threads)
+    E, N = args.d_inner, args.d_state
+    g = torch.Generator().manual_seed(args.seed)
+
+    def inputs(T, channels):
+        dt = torch.nn.functional.softplus(torch.randn(channels, T, generator=g) - 4.0)
+        A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(channels, 1)
+        B = torch.randn(N, T, generator=g)
+        C = torch.randn(N, T, generator=g)
+        return dt, A, B, C
+
+    results = []
+    with torch.inference_mode():
+        measured = []
+        for T in args.attn_T:
+            dt, A, B, C = inputs(T, E)
+            times = []
+            for _ in range(max(1, args.repeats if T <= 64 else 1)):
+                t0 = time.perf_counter()
+                m = official_attn_matrix(dt, A, B, C)
+                times.append(time.perf_counter() - t0)
+                assert m.shape == (E, T, T) and bool(torch.isfinite(m).all())
+                del m
+            best = min(times)
+            measured.append((T, best))
+            print(f"official triple loop, T={T}: {best:.3f} s", flush=True)
+            results.append({"method": "official triple loop (PyTorch fp32)", "T": T, "seconds": round(best, 4),
+                            "extrapolated": False})
+        # Least squares on t = a·T³/6 + b·T²/2.
+        X = torch.tensor([[T ** 3 / 6, T ** 2 / 2] for T, _ in measured], dtype=torch.float64)
+        y = torch.tensor([t for _, t in measured], dtype=torch.float64)
+        coef = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if min(coef) < 0:  # fall back to the cubic term alone, from the largest T
+            T, t = measured[-1]
+            coef = [t / (T ** 3 / 6), 0.0]
+        T = args.attn_target_T
+        est = coef[0] * T ** 3 / 6 + coef[1] * T ** 2 / 2
+        print(f"official triple loop, T={T}: {est:.0f} s extrapolated ({est / 3600:.1f} h)", flush=True)
+        results.append({"method": "official triple loop (PyTorch fp32)", "T": T, "seconds": round(est, 1),
+                        "extrapolated": True,
+                        "fit": f"{coef[0]:.3e}*T^3/6 + {coef[1]:.3e}*T^2/2 seconds (least squares on T={args.attn_T})"})
+        # Vectorised: a channel slice at the target T, scaled to all channels.
+        ch = min(args.attn_channels, E)
+        dt, A, B, C = inputs(T, ch)
+        vectorised_mean_map(dt[:16], A[:16], B, C)  # warm-up
+        times = []
+        for _ in range(max(1, args.repeats - 1)):
+            t0 = time.perf_counter()
+            m = vectorised_mean_map(dt, A, B, C)
+            times.append(time.perf_counter() - t0)
+            assert bool(torch.isfinite(m).all())
+        best = min(times) * E / ch
+        print(f"vectorised PyTorch mean map, T={T}: {best:.2f} s ({ch} channels measured, x{E / ch:.0f})", flush=True)
+        results.append({"method": "vectorised PyTorch (cumsum + exp of differences), channel-mean map", "T": T,
+                        "seconds": round(best, 3), "extrapolated": True,
+                        "note": f"measured on {ch} channels, scaled by E/{ch}"})
+    return {
+        "what": "One Mamba layer's hidden attention (E x T x T, or its channel mean) the way the official code builds "
+                "it, float32 PyTorch on CPU; the unified kinds' extra dense T x T matmuls are not included",
+        "machine": machine_description(),
+        "torch_version": torch.__version__,
+        "threads": args.threads,
+        "shape": {"d_inner": E, "d_state": N},
+        "results": results,
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="default bench/results/reference_forward.json "
-                                                "(--grad: reference_grad.json)")
+                                                "(--grad: reference_grad.json, --attention: reference_attention.json)")
     ap.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths (default 512 2048; --grad: 256 1024)")
     ap.add_argument("--grad", action="store_true", help="time gradient×input and MambaLRP backward passes")
     ap.add_argument("--grad-methods", nargs="+", default=["grad-input", "mamba-lrp"], choices=["grad-input", "mamba-lrp"],
                     help="with --grad: which methods (default both)")
+    ap.add_argument("--attention", action="store_true", help="time the official hidden-attention approach instead")
+    ap.add_argument("--attn-T", type=int, nargs="+", default=[32, 64, 128], help="T for the triple loop")
+    ap.add_argument("--attn-target-T", type=int, default=1024)
+    ap.add_argument("--attn-channels", type=int, default=64, help="channels timed for the vectorised version")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
@@ -106,9 +228,14 @@ def main():
     ap.add_argument("--vocab", type=int, default=50280)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-
     if args.out is None:
-        args.out = os.path.join(ROOT, "bench", "results", "reference_grad.json" if args.grad else "reference_forward.json")
+        name = ("reference_attention.json" if args.attention else
+                "reference_grad.json" if args.grad else "reference_forward.json")
+        args.out = os.path.join(ROOT, "bench", "results", name)
+    if args.attention:
+        write_report(args.out, attention_benchmark(args))
+        return
+
     if args.T is None:
         args.T = [256, 1024] if args.grad else [512, 2048]
     torch.set_num_threads(args.threads)

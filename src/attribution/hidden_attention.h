@@ -71,8 +71,29 @@ Tensor hidden_attention_full(const MixerTrace& tr, AttnKind kind, int64_t c0, in
 Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int64_t c0, int64_t c1,
                             AttnCompat compat = AttnCompat::None);
 
-// Reduction over channels [c0, c1) of the matrices: (T, T). Mean and AbsMean divide by the channel count.
+// Reduction over channels [c0, c1) of the matrices: (T, T). Mean and AbsMean divide by the channel count. Mean is
+// linear and uses the chunked GEMM path (hidden_attention_weighted); AbsMean and Max use impulse propagation.
 Tensor hidden_attention_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce red, int64_t c0, int64_t c1);
+
+// Linear channel reduction with weights, (T, T), zero above the diagonal:
+//
+//   out[i,j] = Σ_{e∈[c0,c1)} w[e] · W[i,e] · α^kind_e[i,j] · V[j,e]
+//
+// W and V are (T, E) row-major (only columns c0..c1 are read), w is (E); any of them may be null (= 1). α^kind is the
+// matrix of the kind (for the unified kinds the gate, activation and conv are inside it, so V multiplies the column
+// of α̂, i.e. weights x_j). Examples:
+//   - channel mean:             W = V = null, w[e] = 1 / (c1 - c0)       (what hidden_attention_reduce(Mean) returns)
+//   - value-weighted:           V = u (s6) or x (unified): Σ_e α_e[i,j]·u_j[e], the contribution of token j to row i
+//   - gradient × value:         W = ∂L/∂y (gradient wrt the layer's SSM output / pre-out_proj output at row i), V as
+//                               above: Σ_e g_i[e]·α_e[i,j]·u_j[e], the first-order contribution of token j to L via row i
+// Computed by the chunked GEMM path (docs/hidden-attention.md): off-diagonal blocks of 64×64 tokens as one sgemm per row
+// chunk with K = channels·N, diagonal blocks by exact impulse propagation. Bitwise identical for any thread count.
+Tensor hidden_attention_weighted(const MixerTrace& tr, AttnKind kind, const float* W, const float* V, const float* w,
+                                 int64_t c0, int64_t c1);
+
+// Tests only: forces the GEMM path's inner dimension per sgemm (channels·N; 0 = automatic) so that small problems
+// span several channel blocks.
+void hidden_attention_set_gemm_block_for_testing(int64_t k);
 
 // Reduction over channels of row i: (T).
 Tensor hidden_attention_row_reduce(const MixerTrace& tr, AttnKind kind, AttnReduce red, int64_t i, int64_t c0,

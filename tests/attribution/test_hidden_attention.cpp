@@ -284,3 +284,256 @@ TEST(HiddenAttention, ReconstructsEveryLayerOfARealModel) {
     }
   }
 }
+
+// ---- The chunked GEMM path of the linear reductions (mean, weighted) ----
+
+namespace {
+
+// A random mixer of any size; Δ = softplus(N(0,1)·dscale + dshift), A[e,n] = −(n+1)·(0.5 + 0.05 e).
+struct SizedMixer {
+  int64_t T, E, N, K = 4;
+  std::vector<float> delta, A, BC, conv, z, w, b, D, u, x;
+  MixerTrace tr;
+  SizedMixer(int64_t T_, int64_t E_, int64_t N_, float dshift, float dscale, bool bias, uint64_t seed)
+      : T(T_), E(E_), N(N_) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    auto fill = [&](std::vector<float>& v, int64_t n, float s) {
+      for (int64_t k = 0; k < n; ++k) v.push_back(s * nd(rng));
+    };
+    for (int64_t k = 0; k < T * E; ++k) delta.push_back(softplus_f(dscale * nd(rng) + dshift));
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t n = 0; n < N; ++n) A.push_back(-float(n + 1) * (0.5f + 0.05f * float(e)));
+    fill(BC, T * 2 * N, 1.0f);
+    fill(x, T * E, 1.0f);
+    fill(w, E * K, 0.5f);
+    fill(b, E, 0.3f);
+    fill(z, T * E, 1.0f);
+    fill(D, E, 1.0f);
+    conv.assign(size_t(T * E), 0.0f);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t e = 0; e < E; ++e) {
+        float s = bias ? b[e] : 0.0f;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t tau = t - (K - 1) + k;
+          if (tau >= 0) s += w[e * K + k] * x[tau * E + e];
+        }
+        conv[t * E + e] = s;
+      }
+    for (float c : conv) u.push_back(silu_f(c));
+    tr.T = T, tr.E = E, tr.N = N, tr.K = K;
+    tr.delta = delta.data(), tr.A = A.data(), tr.B = BC.data(), tr.C = BC.data() + N, tr.ld_bc = 2 * N;
+    tr.conv = conv.data(), tr.z = z.data(), tr.conv_w = w.data(), tr.conv_b = bias ? b.data() : nullptr;
+    tr.D = D.data(), tr.u = u.data(), tr.x = x.data();
+  }
+};
+
+// α^kind_e in double from the log-space formula with double cumulative sums (exact to about 1e-13 here; the literal
+// product form above agrees with it), then the gate, activation and conv as dense matrices.
+std::vector<double> naive_kind_fast(const MixerTrace& tr, int64_t e, AttnKind kind) {
+  const int64_t T = tr.T, N = tr.N, E = tr.E, K = tr.K;
+  std::vector<double> S(static_cast<size_t>(T)), a(size_t(T * T), 0.0);
+  double acc = 0.0;
+  for (int64_t t = 0; t < T; ++t) S[size_t(t)] = (acc += double(tr.delta[t * E + e]));
+  for (int64_t i = 0; i < T; ++i)
+    for (int64_t j = 0; j <= i; ++j) {
+      double s = 0.0;
+      for (int64_t n = 0; n < N; ++n)
+        s += double(tr.C[i * tr.ld_bc + n]) * std::exp(double(tr.A[e * N + n]) * (S[size_t(i)] - S[size_t(j)])) *
+             double(tr.delta[j * E + e]) * double(tr.B[j * tr.ld_bc + n]);
+      a[size_t(i * T + j)] = s;
+    }
+  if (kind == AttnKind::S6) return a;
+  if (kind != AttnKind::UnifiedNoAct)
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j <= i; ++j) a[size_t(i * T + j)] *= sig(tr.conv[j * E + e]);
+  if (kind != AttnKind::UnifiedNoConv) {
+    std::vector<double> m(size_t(T * T), 0.0);
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j <= i; ++j)
+        for (int64_t q = j; q < std::min(i + 1, j + K); ++q)
+          m[size_t(i * T + j)] += a[size_t(i * T + q)] * double(tr.conv_w[e * K + K - 1 - (q - j)]);
+    a = m;
+  }
+  if (kind != AttnKind::UnifiedNoGate)
+    for (int64_t i = 0; i < T; ++i) {
+      const double zz = tr.z[i * E + e];
+      for (int64_t j = 0; j <= i; ++j) a[size_t(i * T + j)] *= zz * sig(zz);
+    }
+  return a;
+}
+
+// Σ_e w[e]·W[i,e]·α^kind_e[i,j]·V[j,e] in double (null = 1).
+std::vector<double> naive_weighted(const MixerTrace& tr, AttnKind kind, const float* W, const float* V, const float* w,
+                                   int64_t c0, int64_t c1) {
+  const int64_t T = tr.T, E = tr.E;
+  std::vector<double> ref(size_t(T * T), 0.0);
+  for (int64_t e = c0; e < c1; ++e) {
+    const std::vector<double> a = naive_kind_fast(tr, e, kind);
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j <= i; ++j)
+        ref[size_t(i * T + j)] += (w ? double(w[e]) : 1.0) * (W ? double(W[i * E + e]) : 1.0) * a[size_t(i * T + j)] *
+                                  (V ? double(V[j * E + e]) : 1.0);
+  }
+  return ref;
+}
+
+// Largest |got − ref| relative to the largest |ref| (no floor at 1: the maps can be small).
+double rel_max_error(const Tensor& got, const std::vector<double>& ref) {
+  double mx = 0.0, err = 0.0;
+  for (double v : ref) mx = std::max(mx, std::fabs(v));
+  for (size_t k = 0; k < ref.size(); ++k) {
+    const double d = std::fabs(double(got.data[k]) - ref[k]);
+    if (std::isnan(d)) return INFINITY;
+    err = std::max(err, d);
+  }
+  return mx > 0.0 ? err / mx : err;
+}
+
+// Checks mean and a random weighting of every kind on one mixer.
+void check_gemm_path(const MixerTrace& tr, const std::string& what, int64_t c0, int64_t c1, double tol = 1e-5) {
+  const int64_t T = tr.T, E = tr.E;
+  const std::vector<float> W = test::random_normal(T * E, 11), V = test::random_normal(T * E, 12),
+                           wc = test::random_normal(E, 13);
+  for (AttnKind kind : kKinds) {
+    Tensor mean = hidden_attention_reduce(tr, kind, AttnReduce::Mean, c0, c1);
+    ASSERT_EQ(mean.shape, (std::vector<int64_t>{T, T}));
+    std::vector<double> ref = naive_weighted(tr, kind, nullptr, nullptr, nullptr, c0, c1);
+    for (double& v : ref) v /= double(c1 - c0);
+    EXPECT_LT(rel_max_error(mean, ref), tol) << what << " mean " << attn_kind_name(kind);
+    Tensor wt = hidden_attention_weighted(tr, kind, W.data(), V.data(), wc.data(), c0, c1);
+    std::vector<double> wref = naive_weighted(tr, kind, W.data(), V.data(), wc.data(), c0, c1);
+    EXPECT_LT(rel_max_error(wt, wref), tol) << what << " weighted " << attn_kind_name(kind);
+    if (std::getenv("SSMX_TEST_VERBOSE"))
+      std::printf("%s %s mean %.2e weighted %.2e\n", what.c_str(), attn_kind_name(kind), rel_max_error(mean, ref), rel_max_error(wt, wref));
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = i + 1; j < T; ++j) ASSERT_EQ(wt.data[size_t(i * T + j)], 0.0f) << what << " above the diagonal";
+  }
+}
+
+}  // namespace
+
+TEST(HiddenAttentionGemm, MatchesNaiveDoubleForEveryKindAndChunking) {
+  // The chunk is 64 tokens: T below it, equal, one more, and several chunks with a ragged end (spill of a chunk into
+  // the previous one's last K−1 columns crosses chunk boundaries at 64, 128, 192).
+  for (int64_t T : {int64_t(40), int64_t(64), int64_t(65), int64_t(200)})
+    for (bool bias : {true, false}) {
+      SizedMixer m(T, 7, 5, -1.5f, 1.0f, bias, uint64_t(100 + T));
+      check_gemm_path(m.tr, "T=" + std::to_string(T) + (bias ? " bias" : " no bias"), 1, 7);
+    }
+}
+
+TEST(HiddenAttentionGemm, SeveralChannelBlocks) {
+  // Force K = 2 channels·N per sgemm so that 9 channels take 5 blocks (the last one short).
+  SizedMixer m(150, 11, 16, -4.0f, 1.0f, true, 7);
+  hidden_attention_set_gemm_block_for_testing(32);
+  check_gemm_path(m.tr, "blocks of 2 channels", 1, 10);
+  hidden_attention_set_gemm_block_for_testing(0);
+}
+
+TEST(HiddenAttentionGemm, StrongAndTinyDecays) {
+  // Δ ≈ 3 with |A| up to 6: most inter-chunk factors underflow to 0 (the exact limit); Δ ≈ 1e-4: almost no decay.
+  SizedMixer strong(200, 5, 8, 3.0f, 1.0f, true, 21);
+  check_gemm_path(strong.tr, "strong decays", 0, 5);
+  SizedMixer tiny(200, 5, 8, -9.0f, 0.3f, true, 22);
+  check_gemm_path(tiny.tr, "tiny decays", 0, 5);
+  // Long sequence with cumulative sums in the thousands: no cancellation (double partial sums).
+  SizedMixer longm(700, 2, 4, 1.0f, 1.0f, false, 23);
+  check_gemm_path(longm.tr, "T=700, S up to ~900", 0, 2);
+}
+
+TEST(HiddenAttentionGemm, FalconFixtureLayers) {
+  // Real traces of the Falcon-Mamba fixture (E=64, N=8, RMS-normed B, C, Δ) at T=150: three chunks.
+  Checkpoint ck = open_checkpoint(test::data_dir() + "/models/falcon-f32-safetensors");
+  auto model = MambaModel::load(ck, true);
+  std::vector<int32_t> ids;
+  std::mt19937 rng(3);
+  for (int k = 0; k < 150; ++k) ids.push_back(int32_t(rng() % 512));
+  ForwardOptions fo;
+  fo.keep_activations = true;
+  ForwardResult r = model->forward(ids, fo);
+  for (int64_t l = 0; l < model->config().n_layer; ++l) {
+    MixerTrace tr = make_mixer_trace(*model, r.acts, l);
+    check_gemm_path(tr, "falcon layer " + std::to_string(l), 0, tr.E);
+  }
+}
+
+TEST(HiddenAttentionGemm, OneAndTwoThreadsAreBitwiseIdentical) {
+  SizedMixer m(200, 19, 16, -1.5f, 1.0f, true, 31);
+  const std::vector<float> W = test::random_normal(m.T * m.E, 1), V = test::random_normal(m.T * m.E, 2);
+  for (int64_t kb : {int64_t(0), int64_t(48)}) {
+    hidden_attention_set_gemm_block_for_testing(kb);
+    for (AttnKind kind : kKinds) {
+      set_num_threads(1);
+      Tensor a = hidden_attention_reduce(m.tr, kind, AttnReduce::Mean, 0, m.E);
+      Tensor b = hidden_attention_weighted(m.tr, kind, W.data(), V.data(), nullptr, 2, 17);
+      set_num_threads(2);
+      Tensor a2 = hidden_attention_reduce(m.tr, kind, AttnReduce::Mean, 0, m.E);
+      Tensor b2 = hidden_attention_weighted(m.tr, kind, W.data(), V.data(), nullptr, 2, 17);
+      set_num_threads(0);
+      EXPECT_EQ(0, std::memcmp(a.ptr(), a2.ptr(), a.data.size() * 4)) << attn_kind_name(kind);
+      EXPECT_EQ(0, std::memcmp(b.ptr(), b2.ptr(), b.data.size() * 4)) << attn_kind_name(kind);
+    }
+  }
+  hidden_attention_set_gemm_block_for_testing(0);
+}
+
+TEST(HiddenAttentionGemm, GradientTimesValueIsTheTokenContribution) {
+  // With W = g (any row weights) and V = u, row i of the s6 map sums to Σ_e g_i[e]·ssm_i[e] (ssm = α·u, the scan).
+  SizedMixer m(150, 9, 16, -1.5f, 1.0f, true, 41);
+  std::vector<float> ssm(size_t(m.T * m.E));
+  ScanArgs a;
+  a.T = m.T, a.E = m.E, a.N = m.N, a.u = m.u.data(), a.delta = m.delta.data(), a.A = m.A.data();
+  a.B = m.tr.B, a.C = m.tr.C, a.ld_bc = m.tr.ld_bc;
+  selective_scan_forward(ssm.data(), nullptr, nullptr, a);
+  const std::vector<float> g = test::random_normal(m.T * m.E, 5);
+  Tensor map = hidden_attention_weighted(m.tr, AttnKind::S6, g.data(), m.u.data(), nullptr, 0, m.E);
+  double worst = 0.0, mx = 0.0;
+  for (int64_t i = 0; i < m.T; ++i) {
+    double row = 0.0, ref = 0.0;
+    for (int64_t j = 0; j <= i; ++j) row += map.data[size_t(i * m.T + j)];
+    for (int64_t e = 0; e < m.E; ++e) ref += double(g[i * m.E + e]) * ssm[i * m.E + e];
+    worst = std::max(worst, std::fabs(row - ref));
+    mx = std::max(mx, std::fabs(ref));
+  }
+  EXPECT_LT(worst / mx, 1e-5);
+}
+
+TEST(HiddenAttention, RowsThroughUnderflowMatchNaiveDouble) {
+  // Long rows with decays strong enough that the running products would go subnormal and then to zero: the row walk
+  // rescales them by powers of two and stops once the remaining entries round to zero. 70 channels: a full group of
+  // 64 and a partial one.
+  for (float shift : {-0.5f, -4.0f}) {
+    SizedMixer m(1500, 70, 16, shift, 1.0f, true, 51);
+    const int64_t T = m.T, E = m.E, N = m.N;
+    for (int64_t i : {T - 1, int64_t(700)}) {
+      Tensor row = hidden_attention_row(m.tr, AttnKind::S6, i, 0, E);
+      Tensor uni = hidden_attention_row(m.tr, AttnKind::Unified, i, 0, E);
+      for (int64_t e = 0; e < E; ++e) {
+        std::vector<double> ref(static_cast<size_t>(T), 0.0), S(static_cast<size_t>(T));
+        double acc = 0.0;
+        for (int64_t t = 0; t < T; ++t) S[size_t(t)] = (acc += double(m.delta[t * E + e]));
+        for (int64_t j = 0; j <= i; ++j)
+          for (int64_t n = 0; n < N; ++n)
+            ref[size_t(j)] += double(m.tr.C[i * m.tr.ld_bc + n]) * std::exp(double(m.A[e * N + n]) * (S[size_t(i)] - S[size_t(j)])) *
+                              double(m.delta[j * E + e]) * double(m.tr.B[j * m.tr.ld_bc + n]);
+        double mx = 0.0, err = 0.0;
+        for (int64_t j = 0; j < T; ++j) {
+          mx = std::max(mx, std::fabs(ref[size_t(j)]));
+          err = std::max(err, std::fabs(double(row.data[size_t(e * T + j)]) - ref[size_t(j)]));
+        }
+        EXPECT_LT(err / mx, 1e-5) << "shift " << shift << " row " << i << " channel " << e;
+        // Entries far below the row's scale are still right relative to themselves where they are normal floats.
+        for (int64_t j = 0; j <= i; ++j) {
+          if (std::fabs(ref[size_t(j)]) > 1e-30) {
+            EXPECT_NEAR(row.data[size_t(e * T + j)] / ref[size_t(j)], 1.0, 1e-3) << "row " << i << " channel " << e << " j " << j;
+          }
+        }
+      }
+      // The unified row from the row walk equals the unified full-matrix path's row (GEMM-free exact kernel).
+      Tensor full = hidden_attention_full(m.tr, AttnKind::Unified, 5, 7);
+      for (int64_t e = 5; e < 7; ++e)
+        EXPECT_LT(test::parity_error(uni.ptr() + e * T, full.ptr() + ((e - 5) * T + i) * T, T), 1e-5) << "unified " << e;
+    }
+  }
+}
