@@ -404,9 +404,15 @@ Argmax over the whole vocabulary at the last position must be the label token.
 
 By structure on the test split: {by_structure}.
 
+## Scoring attributions
+
+`scripts/eval_demo_attributions.py` ranks the body tokens of every held-out sentence by a method's relevance and
+reports the pointing game (hit@1), hit@2, hit@3 and all@|E| against `evidence_tokens`, next to a random ranking and
+PyTorch baselines (occlusion, gradient × input, gradient norm); see `scripts/README.md` for the latest numbers.
+
 ## Regenerating
 
-    /usr/bin/python3 scripts/make_demo_model.py            # about {minutes} minutes on one CPU thread
+    /usr/bin/python3 scripts/make_demo_model.py            # about 6 minutes on one CPU thread
     /usr/bin/python3 scripts/make_demo_model.py --verify   # data, tokenizer, held-out accuracy, C++ test fixture
 
 Training: AdamW (lr {lr}, betas 0.9/0.95, weight decay {weight_decay} on matrices), {steps} steps of batch {batch},
@@ -502,7 +508,7 @@ def build(args):
             n_merges=len(spec["model"]["merges"]), pos_id=label_ids["positive"], neg_id=label_ids["negative"],
             n_heldout=len(heldout), n_train=len(train), n_test=len(test), acc_train=acc_train,
             acc_heldout=acc_heldout, p_heldout=p_heldout, acc_test=acc_test, by_structure=structure,
-            minutes=max(1, round((time.time() - t_start) / 60)), seed=SEED_MODEL, **TRAIN))
+            seed=SEED_MODEL, **TRAIN))
     print(f"wrote {os.path.relpath(d, ROOT)} ({params} parameters) in {time.time() - t_start:.0f} s")
 
 
