@@ -19,6 +19,8 @@ namespace {
 struct EvidenceCli {
   std::string model, data, methods = "grad-input,mamba-lrp", json;
   int top_k = 3;
+  int skip_first = 0, skip_last = 0;
+  bool contrast = false;
   int64_t limit = 0;
   int64_t start_layer = 0;
 };
@@ -45,6 +47,7 @@ void run_evidence(const EvidenceCli& o, const Globals& g) {
   set_num_threads(g.threads);
   log_verbose(blas_core_reason());
   if (o.top_k < 1) throw Error("--top-k", "must be at least 1");
+  if (o.skip_first < 0 || o.skip_last < 0) throw Error("--skip-first/--skip-last", "must not be negative");
   Loaded m = load_model(o.model);
   const auto* mm = dynamic_cast<const MambaModel*>(m.model.get());
   if (!mm) throw Error(o.model, "eval supports the Mamba and Falcon-Mamba families so far");
@@ -55,7 +58,7 @@ void run_evidence(const EvidenceCli& o, const Globals& g) {
   ExplainOptions base;
   base.start_layer = o.start_layer;
   Progress bar("evidence", int64_t(data.size()), g.verbose);
-  const auto sc = evaluate_evidence(*mm, *m.tok, data, methods, base, o.top_k, [&] { bar.step(); });
+  const auto sc = evaluate_evidence(*mm, *m.tok, data, methods, base, {o.top_k, o.skip_first, o.skip_last, o.contrast}, [&] { bar.step(); });
   bar.done();
   std::printf("| method | pointing game | recall@|E| | hit@%d | s/example |\n|---|---|---|---|---|\n", o.top_k);
   for (const auto& s : sc)
@@ -68,6 +71,9 @@ void run_evidence(const EvidenceCli& o, const Globals& g) {
     j["data"] = o.data;
     j["examples"] = data.size();
     j["top_k"] = o.top_k;
+    j["skip_first"] = o.skip_first;
+    j["skip_last"] = o.skip_last;
+    j["target"] = o.contrast ? "logit(target) - logit(strongest other target)" : "logit(target)";
     for (const auto& s : sc)
       j["methods"].push_back({{"method", s.method}, {"pointing_game", s.pointing}, {"recall_at_E", s.recall},
                               {"hit_at_k", s.hit_at_k}, {"seconds", s.seconds}});
@@ -89,6 +95,12 @@ void register_eval(CLI::App& app, Globals& g) {
   sub->add_option("--data", o->data, "JSONL with text, target and evidence_char_spans per line")->required();
   sub->add_option("-m,--method", o->methods, "Methods, comma-separated (or all)")->capture_default_str();
   sub->add_option("--top-k", o->top_k, "k of hit@k")->capture_default_str();
+  sub->add_option("--skip-first", o->skip_first, "Never rank the first N tokens (a fixed prompt prefix)")
+      ->capture_default_str();
+  sub->add_option("--skip-last", o->skip_last, "Never rank the last N tokens (a fixed prompt suffix)")
+      ->capture_default_str();
+  sub->add_flag("--contrast", o->contrast,
+                "Explain logit(target) - logit(c), c the strongest other target of the data (why this label, not another)");
   sub->add_option("--limit", o->limit, "Use only the first N examples");
   sub->add_option("--start-layer", o->start_layer, "First layer of the attention methods")->capture_default_str();
   sub->add_option("--json", o->json, "Write the scores as JSON");

@@ -55,10 +55,17 @@ std::vector<int64_t> evidence_tokens(const Encoding& enc, const std::vector<std:
   return ev;
 }
 
-std::array<double, 3> score_evidence(const std::vector<float>& rel, const std::vector<int64_t>& ev, int k) {
-  if (ev.empty() || rel.empty()) return {0, 0, 0};
-  std::vector<int64_t> order(rel.size());
-  std::iota(order.begin(), order.end(), 0);
+std::array<double, 3> score_evidence(const std::vector<float>& rel, const std::vector<int64_t>& all_ev, int k,
+                                     int64_t first, int64_t last) {
+  const int64_t T = int64_t(rel.size());
+  if (last < 0 || last > T) last = T;
+  first = std::max<int64_t>(first, 0);
+  std::vector<int64_t> ev;
+  for (int64_t t : all_ev)
+    if (t >= first && t < last) ev.push_back(t);
+  if (ev.empty() || first >= last) return {0, 0, 0};
+  std::vector<int64_t> order(size_t(last - first));
+  std::iota(order.begin(), order.end(), first);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return rel[size_t(a)] > rel[size_t(b)]; });
   auto is_ev = [&](int64_t t) { return std::find(ev.begin(), ev.end(), t) != ev.end(); };
   const double pointing = is_ev(order[0]) ? 1.0 : 0.0;
@@ -72,23 +79,46 @@ std::array<double, 3> score_evidence(const std::vector<float>& rel, const std::v
 
 std::vector<EvidenceScores> evaluate_evidence(const MambaModel& m, const Tokenizer& tok,
                                               const std::vector<EvidenceExample>& data, const std::vector<Method>& methods,
-                                              const ExplainOptions& base, int k, const std::function<void()>& on_example) {
+                                              const ExplainOptions& base, const EvidenceRanking& rank,
+                                              const std::function<void()>& on_example) {
   std::vector<EvidenceScores> sc(methods.size());
   for (size_t i = 0; i < methods.size(); ++i) sc[i].method = method_name(methods[i]);
+  auto target_id = [&](const std::string& text) {
+    std::vector<int32_t> tgt = tok.encode_ids(text);
+    if (auto id = tok.token_to_id(text)) tgt = {*id};
+    if (tgt.size() != 1) throw Error("data", "target '" + text + "' is not a single token");
+    return tgt[0];
+  };
+  std::vector<int32_t> targets;  // the distinct targets of the data set
+  if (rank.contrast_other_targets) {
+    for (const auto& ex : data) {
+      const int32_t id = target_id(ex.target);
+      if (std::find(targets.begin(), targets.end(), id) == targets.end()) targets.push_back(id);
+    }
+    if (targets.size() < 2) throw Error("data", "contrast with the other targets needs at least two distinct targets");
+  }
   for (const auto& ex : data) {
     const Encoding enc = tok.encode(ex.text);
     if (enc.ids.empty()) throw Error("data", "an example's text encodes to no tokens");
-    std::vector<int32_t> tgt = tok.encode_ids(ex.target);
-    if (auto id = tok.token_to_id(ex.target)) tgt = {*id};
-    if (tgt.size() != 1) throw Error("data", "target '" + ex.target + "' is not a single token");
+    const std::vector<int32_t> tgt = {target_id(ex.target)};
+    int32_t contrast = -1;
+    if (rank.contrast_other_targets) {
+      ForwardOptions fo;
+      fo.all_logits = false;
+      const Tensor logits = m.forward(enc.ids, fo).logits;  // (1, V)
+      for (int32_t c : targets)
+        if (c != tgt[0] && (contrast < 0 || logits.data[size_t(c)] > logits.data[size_t(contrast)])) contrast = c;
+    }
     const std::vector<int64_t> ev = evidence_tokens(enc, ex.evidence);
     for (size_t i = 0; i < methods.size(); ++i) {
       ExplainOptions o = base;
       o.method = methods[i];
       o.target = Target{};
       o.target.token = tgt[0];
+      if (contrast >= 0) o.target.kind = Target::Kind::Contrast, o.target.contrast = contrast;
       const Explanation e = explain(m, nullptr, enc.ids, o);
-      const auto s = score_evidence(e.relevance, ev, k);
+      const auto s = score_evidence(e.relevance, ev, rank.k, rank.skip_first,
+                                    int64_t(e.relevance.size()) - rank.skip_last);
       sc[i].pointing += s[0], sc[i].recall += s[1], sc[i].hit_at_k += s[2];
       sc[i].seconds += e.seconds;
       sc[i].examples++;

@@ -40,13 +40,25 @@ struct EvidenceScores {
 // Indices of the tokens overlapping the spans.
 std::vector<int64_t> evidence_tokens(const Encoding& enc, const std::vector<std::pair<size_t, size_t>>& spans);
 
-// Scores of one relevance vector: {pointing, recall@|E|, hit@k}.
-std::array<double, 3> score_evidence(const std::vector<float>& relevance, const std::vector<int64_t>& evidence, int k);
+// Scores of one relevance vector: {pointing, recall@|E|, hit@k}. Only tokens in [first, last) are ranked
+// (last < 0: to the end); evidence outside that range is ignored.
+std::array<double, 3> score_evidence(const std::vector<float>& relevance, const std::vector<int64_t>& evidence, int k,
+                                     int64_t first = 0, int64_t last = -1);
 
-// Explains every example with every method (target: the example's target token at the last position).
+struct EvidenceRanking {
+  int k = 3;           // hit@k
+  int skip_first = 0;  // tokens at the start that are never candidates (a fixed prompt prefix)
+  int skip_last = 0;   // tokens at the end that are never candidates (a fixed prompt suffix)
+  // Explain logit(target) − logit(c), with c the other target of the data set (by the largest logit) — the
+  // contrastive question "why this label and not the other one?"; false: logit(target) alone.
+  bool contrast_other_targets = false;
+};
+
+// Explains every example with every method (target: the example's target token at the last position, or its
+// contrast with the other targets, see EvidenceRanking).
 std::vector<EvidenceScores> evaluate_evidence(const MambaModel& m, const Tokenizer& tok,
                                               const std::vector<EvidenceExample>& data, const std::vector<Method>& methods,
-                                              const ExplainOptions& base, int k,
+                                              const ExplainOptions& base, const EvidenceRanking& rank,
                                               const std::function<void()>& on_example = {});
 
 }  // namespace ssmx

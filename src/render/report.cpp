@@ -72,6 +72,8 @@ std::string conservation_line(const Explanation& e) {
   if (!ig) s += ", absorbed by biases = " + fmt("%.6g", e.bias_absorbed);
   const double gap = e.relevance_sum + (ig ? 0.0 : e.bias_absorbed) - e.reference_value;
   s += ", gap = " + fmt("%.3g", gap);
+  if (ig && std::fabs(gap) > 0.05 * std::max(1.0, std::fabs(e.reference_value)))
+    s += " (not converged: raise --steps, or use --baseline token:ID — see docs/methods.md)";
   return s;
 }
 
@@ -218,7 +220,7 @@ nlohmann::json report_json(const Report& r) {
     }
     if (e.has_conservation) {
       m["conservation"] = {{"relevance_sum", e.relevance_sum},
-                           {"target_value", e.reference_value},
+                           {"target_value", e.reference_value},  // f, or f(x) − f(baseline) for integrated gradients
                            {"bias_absorbed", e.bias_absorbed},
                            {"gap", e.relevance_sum + (e.method == "integrated-gradients" ? 0.0 : e.bias_absorbed) -
                                        e.reference_value}};

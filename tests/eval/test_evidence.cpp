@@ -25,6 +25,18 @@ TEST(Evidence, Scores) {
   // ties keep the earlier position first
   s = score_evidence({1.0f, 1.0f}, {1}, 1);
   EXPECT_EQ(s[0], 0.0);
+  // a candidate window [1, 3): t2 still wins; evidence outside the window does not count
+  s = score_evidence(r, {0, 3}, 1, 1, 3);
+  EXPECT_EQ(s[0], 0.0);
+  s = score_evidence(r, {1}, 1, 0, 2);  // candidates t0, t1: t0 (0.5) first
+  EXPECT_EQ(s[0], 0.0);
+  EXPECT_EQ(s[2], 0.0);
+  s = score_evidence(r, {1}, 2, 0, 2);
+  EXPECT_EQ(s[2], 1.0);
+  s = score_evidence(r, {2, 0}, 1, 3, 4);  // no evidence in the window
+  EXPECT_EQ(s[1], 0.0);
+  s = score_evidence(r, {3}, 1, 3, -1);  // last < 0: to the end
+  EXPECT_EQ(s[0], 1.0);
 }
 
 TEST(Evidence, TokensOverlappingSpans) {
