@@ -12,6 +12,7 @@
 
 #include "attribution/hidden_attention.h"
 #include "bench_common.h"
+#include "core/large_pages.h"
 #include "core/parallel.h"
 #include "core/runtime.h"
 #include "ops/vmath.h"
@@ -75,6 +76,7 @@ void naive_mean_map(const MixerTrace& tr, int64_t c0, int64_t c1, float* out) {
 
 int main(int argc, char** argv) {
   ensure_blas_core(argc, argv);
+  install_large_page_allocator();
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   set_num_threads(std::stoi(bench::take_flag(argc, argv, "threads", "0")));
   Synth map_case(1024, 1536, 16);

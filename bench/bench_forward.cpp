@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "bench_common.h"
+#include "core/large_pages.h"
 #include "core/runtime.h"
 #include "io/checkpoint.h"
 #include "models/mamba_random.h"
@@ -55,6 +56,7 @@ void bm_forward(benchmark::State& st) {
 
 int main(int argc, char** argv) {
   ensure_blas_core(argc, argv);
+  install_large_page_allocator();
   const std::string ref_path = bench::take_flag(argc, argv, "reference", "bench/results/reference_forward.json");
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   const int layers = std::stoi(bench::take_flag(argc, argv, "layers", "24"));

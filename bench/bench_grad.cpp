@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "bench_common.h"
+#include "core/large_pages.h"
 #include "core/runtime.h"
 #include "io/checkpoint.h"
 #include "models/mamba.h"
@@ -76,6 +77,7 @@ std::map<std::pair<std::string, int64_t>, double> read_reference(const std::stri
 
 int main(int argc, char** argv) {
   ensure_blas_core(argc, argv);
+  install_large_page_allocator();
   const std::string ref_path = bench::take_flag(argc, argv, "reference", "bench/results/reference_grad.json");
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   const int layers = std::stoi(bench::take_flag(argc, argv, "layers", "24"));

@@ -11,10 +11,12 @@
 
 #include "common.h"
 #include "core/error.h"
+#include "core/large_pages.h"
 #include "core/runtime.h"
 
 int main(int argc, char** argv) {
   ssmx::ensure_blas_core(argc, argv);
+  ssmx::install_large_page_allocator();
   CLI::App app{"ssmx — hidden attention and relevance for Mamba-family models, on the CPU", "ssmx"};
   app.require_subcommand(1);
   app.fallthrough();

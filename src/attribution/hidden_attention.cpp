@@ -134,6 +134,8 @@ void transform_row(AttnKind kind, int64_t i, int64_t T, int64_t K, const float* 
 // into the row's accumulator. The 8×8 diagonal block, where columns switch on, runs from a small array first.
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
 
 // exp_clamped on 8 lanes (the same operations, so the same results lane by lane).
 inline v8f exp8(v8f x) {
@@ -656,6 +658,10 @@ Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int6
   // to zero in float; those entries are written as +0 without being walked.
   constexpr int64_t G = 8, V = 8, GV = G * V;
   constexpr float kUp = 4294967296.0f, kLow = 1.0f / 4294967296.0f;  // 2^32, 2^-32
+  constexpr float kDrop = 0x1p-100f;
+  if (N > 64) throw Error("hidden attention", "row mode supports d_state up to 64");
+  double unscale[64];  // 2^(-32·s), exact in double
+  for (int s = 0; s < 64; ++s) unscale[s] = std::ldexp(1.0, -32 * s);
   const int64_t nblk = (nc + GV - 1) / GV;
   double cbmax = 0.0;  // max_j Σ_n |C_i[n]·B_j[n]|
   for (int64_t j = 0; j <= i; ++j) {
@@ -663,10 +669,15 @@ Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int6
     for (int64_t n = 0; n < N; ++n) sum += std::fabs(double(Ci[n]) * double(tr.B[j * tr.ld_bc + n]));
     cbmax = std::max(cbmax, sum);
   }
+  std::vector<float> chmax(size_t(nc), 0.0f);  // max_j Δ_j[e] over j ≤ i, per channel (one contiguous pass)
+  for (int64_t j = 0; j <= i; ++j) {
+    const float* dr = tr.delta + j * E + c0;
+    for (int64_t c = 0; c < nc; ++c) chmax[size_t(c)] = std::max(chmax[size_t(c)], dr[c]);
+  }
   parallel_for(nblk, [&](int64_t b0, int64_t b1) {
     std::vector<v8f> p(size_t(V * N)), At(size_t(V * N));
     std::vector<v8f> s6(size_t(T * V));       // (T, 64 channels), scaled by 2^(32·s)
-    std::vector<int16_t> sj(size_t(T * GV));  // s per entry
+    std::vector<v4d> unsc(size_t(2 * V));     // per lane 2^(-32·s), exact in double (lanes 0-3, 4-7)
     std::vector<float> cb(static_cast<size_t>(N)), row(static_cast<size_t>(T)), sig(static_cast<size_t>(T)),
         gate(static_cast<size_t>(T)), tmp(static_cast<size_t>(T));
     for (int64_t blk = b0; blk < b1; ++blk) {
@@ -678,8 +689,7 @@ Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int6
             At[size_t(v * N + n)][l] = c < w ? tr.A[(e0 + c) * N + n] : 0.0f;
           }
       float dmax = 0.0f;
-      for (int64_t j = 0; j <= i; ++j)
-        for (int64_t c = 0; c < w; ++c) dmax = std::max(dmax, tr.delta[j * E + e0 + c]);
+      for (int64_t c = 0; c < w; ++c) dmax = std::max(dmax, chmax[size_t(e0 - c0 + c)]);
       const double bound = double(dmax) * cbmax;
       std::fill(p.begin(), p.end(), v8f{} + 1.0f);
       // Walk j = i, i-1, ..., 0 carrying p[n] = Π_{k=j+1..i} Ā_k[n] (exact), or Π_{k=j+1..i-1} (compat row).
@@ -689,11 +699,20 @@ Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int6
       int32_t sc[GV];   // scale exponent per channel
       for (int64_t v = 0; v < V; ++v) jlow[v] = 0, live[v] = v < nv;
       std::fill(sc, sc + GV, 0);
+      std::fill(unsc.begin(), unsc.end(), v4d{} + 1.0);
       int64_t nlive = nv;
       if (compat == AttnCompat::HiddenAttnRow) {
         for (int64_t v = 0; v < V; ++v) s6[size_t(i * V + v)] = v8f{};
-        std::fill(sj.begin() + i * GV, sj.begin() + (i + 1) * GV, int16_t(0));
         jstart = i - 1;
+      }
+      // Live states per vector: a state is dropped once its (scaled) product is below kDrop in every lane — its
+      // remaining terms are then < 2^-36 of the lane's leading term (which the rescaling keeps above 2^-64), far
+      // below a float's resolution of the entry, and it never reaches the slow subnormal range.
+      uint8_t act[V][64];
+      int64_t na[V];
+      for (int64_t v = 0; v < V; ++v) {
+        na[v] = N;
+        for (int64_t n = 0; n < N; ++n) act[v][n] = uint8_t(n);
       }
       for (int64_t j = jstart; j >= 0 && nlive > 0; --j) {
         const float* Bj = tr.B + j * tr.ld_bc;
@@ -707,53 +726,88 @@ Tensor hidden_attention_row(const MixerTrace& tr, AttnKind kind, int64_t i, int6
             for (int64_t l = 0; l < w - v * G; ++l) d[l] = dj[v * G + l];
           v8f* pv = p.data() + v * N;
           const v8f* av = At.data() + v * N;
+          const uint8_t* an = act[v];
+          const int64_t nn = na[v];
           v8f acc0 = v8f{}, acc1 = v8f{};
-          for (int64_t n = 0; n + 1 < N; n += 2) {
-            acc0 += pv[n] * (d * cb[size_t(n)]);
-            acc1 += pv[n + 1] * (d * cb[size_t(n + 1)]);
-            pv[n] *= exp8(d * av[n]);
-            pv[n + 1] *= exp8(d * av[n + 1]);
+          int64_t k = 0;
+          for (; k + 1 < nn; k += 2) {
+            const int64_t n0 = an[k], n1 = an[k + 1];
+            acc0 += pv[n0] * (d * cb[size_t(n0)]);
+            acc1 += pv[n1] * (d * cb[size_t(n1)]);
+            pv[n0] *= exp8(d * av[n0]);
+            pv[n1] *= exp8(d * av[n1]);
           }
-          if (N % 2) {
-            acc0 += pv[N - 1] * (d * cb[size_t(N - 1)]);
-            pv[N - 1] *= exp8(d * av[N - 1]);
+          if (k < nn) {
+            const int64_t n0 = an[k];
+            acc0 += pv[n0] * (d * cb[size_t(n0)]);
+            pv[n0] *= exp8(d * av[n0]);
           }
-          s6[size_t(j * V + v)] = acc0 + acc1;
-          for (int64_t l = 0; l < G; ++l) sj[size_t(j * GV + v * G + l)] = int16_t(sc[v * G + l]);
-          if ((j & 3) == 0 && j > 0) {  // rescale small lanes; retire the vector when all its lanes are finished
-            v8f mx = pv[0];
-            for (int64_t n = 1; n < N; ++n) mx = mx > pv[n] ? mx : pv[n];
+          {  // scale back in double, round once to float
+            const v8f a = acc0 + acc1;
+            const v4d lo = __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1, 2, 3), v4d) * unsc[size_t(2 * v)];
+            const v4d hi = __builtin_convertvector(__builtin_shufflevector(a, a, 4, 5, 6, 7), v4d) * unsc[size_t(2 * v + 1)];
+            const v4f l4 = __builtin_convertvector(lo, v4f), h4 = __builtin_convertvector(hi, v4f);
+            s6[size_t(j * V + v)] = __builtin_shufflevector(l4, h4, 0, 1, 2, 3, 4, 5, 6, 7);
+          }
+          if (j >= 16) __builtin_prefetch(dj - 16 * E + v * G);
+          if ((j & 7) == 0 && j > 0) {  // drop spent states, rescale small lanes, retire finished vectors
+            for (int64_t q = 0; q < na[v];) {
+              const v8f x = pv[act[v][q]];
+              bool spent = true;
+              for (int64_t l = 0; l < G && spent; ++l) spent = v * G + l >= w || x[l] < kDrop;
+              if (spent) act[v][q] = act[v][--na[v]];
+              else ++q;
+            }
+            v8f mx = v8f{};
+            for (int64_t q = 0; q < na[v]; ++q) mx = mx > pv[act[v][q]] ? mx : pv[act[v][q]];
             v8f up = v8f{} + 1.0f;
             bool done = true;
             for (int64_t l = 0; l < G; ++l) {
               const int64_t c = v * G + l;
               if (c >= w) continue;
-              if (mx[l] < kLow && mx[l] > 0.0f && sc[c] < 1000) up[l] = kUp, ++sc[c];
+              if (mx[l] < kLow && mx[l] > 0.0f && sc[c] < 1000) {
+                up[l] = kUp, ++sc[c];
+                unsc[size_t(2 * v + l / 4)][l % 4] = sc[c] < 64 ? unscale[sc[c]] : 0.0;
+              }
               done = done && std::ldexp(double(mx[l]) * bound, -32 * sc[c]) < 0x1p-151;
             }
             if (done) {
               live[v] = false, jlow[v] = j, --nlive;
             } else {
-              for (int64_t n = 0; n < N; ++n) pv[n] *= up;
+              for (int64_t q = 0; q < na[v]; ++q) pv[act[v][q]] *= up;
             }
           }
         }
       }
+      // Unscale and transpose (T, 64 lanes) into the channels' output rows, 32 tokens at a time (cache-friendly).
+      float* ob = out.ptr() + (e0 - c0) * T;
+      int64_t jmin = i;
       for (int64_t c = 0; c < w; ++c) {
-        const int64_t e = e0 + c, v = c / G, l = c % G, jl = jlow[v];
-        std::fill(row.begin(), row.begin() + jl, 0.0f);
-        for (int64_t j = jl; j <= i; ++j) {
-          const float x = s6[size_t(j * V + v)][l];
-          const int s = sj[size_t(j * GV + c)];
-          row[size_t(j)] = s == 0 ? x : float(std::ldexp(double(x), -32 * s));
+        const int64_t jl = jlow[c / G];
+        jmin = std::min(jmin, jl);
+        std::fill(ob + c * T, ob + c * T + jl, 0.0f);
+        std::fill(ob + c * T + i + 1, ob + (c + 1) * T, 0.0f);
+      }
+      for (int64_t jt = jmin; jt <= i; jt += 32) {
+        const int64_t je = std::min(jt + 32, i + 1);
+        for (int64_t c = 0; c < w; ++c) {
+          const int64_t v = c / G, l = c % G;
+          float* o = ob + c * T;
+          for (int64_t j = std::max(jt, jlow[v]); j < je; ++j) {
+            o[j] = s6[size_t(j * V + v)][l];
+          }
         }
-        if (kind != AttnKind::S6) {
+      }
+      if (kind != AttnKind::S6) {
+        for (int64_t c = 0; c < w; ++c) {
+          const int64_t e = e0 + c, jl = jlow[c / G];
+          std::copy(ob + c * T, ob + (c + 1) * T, row.begin());
           std::fill(sig.begin(), sig.begin() + jl, 0.0f);  // multiplies zeros only
           for (int64_t t = jl; t <= i; ++t) sig[size_t(t)] = sigmoid_f(tr.conv[t * E + e]);
           gate[size_t(i)] = silu_f(tr.z[i * E + e]);  // only the query's gate is read
+          transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, sig.data(), gate.data(), row.data(), ob + c * T,
+                        tmp.data());
         }
-        transform_row(kind, i, T, tr.K, tr.conv_w + e * tr.K, sig.data(), gate.data(), row.data(),
-                      out.ptr() + (e - c0) * T, tmp.data());
       }
     }
   });
