@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "api/explain_report.h"
 #include "attribution/explain.h"
 #include "common.h"
 #include "core/error.h"
@@ -37,53 +38,6 @@ struct ExplainCli {
   std::string compat = "none";
 };
 
-LrpRules parse_rules(const ExplainCli& o) {
-  LrpRules r;
-  if (o.lrp_rules != "none" && !o.lrp_rules.empty()) {
-    size_t pos = 0;
-    while (pos <= o.lrp_rules.size()) {
-      size_t end = o.lrp_rules.find(',', pos);
-      if (end == std::string::npos) end = o.lrp_rules.size();
-      const std::string name = o.lrp_rules.substr(pos, end - pos);
-      if (name == "silu") r.silu = true;
-      else if (name == "ssm") r.ssm = true;
-      else if (name == "gate") r.gate = true;
-      else if (name == "norm") r.norm = true;
-      else throw Error("--lrp-rules", "unknown rule '" + name + "' (a comma-separated subset of silu,ssm,gate,norm, or none)");
-      pos = end + 1;
-    }
-  }
-  if (o.linear_rule == "lrp0") r.linear = LrpRules::Linear::Zero;
-  else if (o.linear_rule == "epsilon") r.linear = LrpRules::Linear::Epsilon;
-  else if (o.linear_rule == "gamma") r.linear = LrpRules::Linear::Gamma;
-  else throw Error("--linear-rule", "unknown rule '" + o.linear_rule + "' (lrp0, epsilon or gamma)");
-  r.epsilon = o.epsilon;
-  r.gamma = o.gamma;
-  return r;
-}
-
-// A token given as an id ("1234") or as the text of exactly one token (" positive").
-int32_t parse_token(const Loaded& m, const std::string& s, const char* opt) {
-  if (!s.empty() && s.size() <= 10 && s.find_first_not_of("0123456789") == std::string::npos) {
-    const long long v = std::stoll(s);
-    if (v > 2147483647LL) throw Error(opt, "token id " + s + " is too large");
-    return int32_t(v);
-  }
-  if (!m.tok) throw Error(opt, "'" + s + "' is not a token id, and the model has no tokenizer.json to read it as text");
-  if (auto id = m.tok->token_to_id(s)) return *id;
-  const std::vector<int32_t> ids = m.tok->encode_ids(s);
-  if (ids.size() == 1) return ids[0];
-  std::string parts;
-  for (int32_t id : ids) parts += (parts.empty() ? "" : " ") + std::string("'") + printable_token(m.tok->token_text(id)) + "'";
-  throw Error(opt, "'" + s + "' is " + std::to_string(ids.size()) + " tokens (" + parts +
-                       "), not one; give a single token or its id");
-}
-
-std::string token_label(const Loaded& m, int32_t id) {
-  std::string t = m.tok ? m.tok->token_text(id) : "";
-  return "'" + printable_token(t) + "' (id " + std::to_string(id) + ")";
-}
-
 void write_text_atomic(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
@@ -102,17 +56,6 @@ void write_text_atomic(const std::string& path, const std::string& content) {
   }
 }
 
-std::vector<float> softmax(const std::vector<float>& l) {
-  std::vector<float> p(l.size());
-  if (l.empty()) return p;
-  float m = l[0];
-  for (float v : l) m = std::max(m, v);
-  double s = 0;
-  for (size_t i = 0; i < l.size(); ++i) s += std::exp(double(l[i]) - m);
-  for (size_t i = 0; i < l.size(); ++i) p[i] = float(std::exp(double(l[i]) - m) / s);
-  return p;
-}
-
 void run(const ExplainCli& o, const Globals& g) {
   set_verbose(g.verbose);
   set_num_threads(g.threads);
@@ -122,28 +65,17 @@ void run(const ExplainCli& o, const Globals& g) {
   const auto* mm = dynamic_cast<const MambaModel*>(m.model.get());
   if (!mm) throw Error(o.model, "explain supports the Mamba and Falcon-Mamba families so far");
   std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
-  Encoding enc;
-  if (!o.in.text.empty()) enc = m.tok->encode(o.in.text);
 
-  std::vector<Method> methods;
-  {
-    size_t pos = 0;
-    while (pos <= o.methods.size()) {
-      size_t end = o.methods.find(',', pos);
-      if (end == std::string::npos) end = o.methods.size();
-      const std::string name = o.methods.substr(pos, end - pos);
-      if (name == "all") {
-        for (Method x : all_methods()) methods.push_back(x);
-      } else {
-        methods.push_back(parse_method(name));
-      }
-      pos = end + 1;
-    }
-  }
-
-  std::optional<ClassHead> head = load_class_head(m.ck, mm->config().d_model, mm->config().vocab);
-  ExplainOptions eo;
-  eo.rules = parse_rules(o);
+  ExplainSpec spec;
+  spec.methods = parse_method_list(o.methods);
+  spec.target = o.target;
+  spec.contrast = o.contrast;
+  spec.cls = o.cls;
+  spec.position = o.position;
+  spec.words = o.words;
+  spec.keep_maps = !o.html.empty() && ids.size() <= 256;
+  ExplainOptions& eo = spec.options;
+  eo.rules = parse_lrp_rules(o.lrp_rules, o.linear_rule, o.epsilon, o.gamma);
   eo.zero_biases = o.zero_biases;
   eo.ig_steps = o.steps;
   eo.ig_baseline = o.baseline;
@@ -152,61 +84,18 @@ void run(const ExplainCli& o, const Globals& g) {
   eo.seed = o.seed;
   eo.start_layer = o.start_layer;
   eo.compat = o.compat;
-  eo.keep_maps = !o.html.empty() && ids.size() <= 256;
-  Target& t = eo.target;
-  t.position = o.position;
-  if (!o.cls.empty()) {
-    if (!head) throw Error("--class", "the model has no classification head (docs/methods.md lists the tensor names read)");
-    if (!o.target.empty() || !o.contrast.empty()) throw Error("--class", "give either --class or --target/--contrast");
-    t.kind = Target::Kind::Class;
-    t.cls = o.cls == "predicted" ? -1 : head->parse_class(o.cls);
-  } else {
-    if (!o.target.empty()) t.token = parse_token(m, o.target, "--target");
-    if (!o.contrast.empty()) {
-      t.kind = Target::Kind::Contrast;
-      t.contrast = parse_token(m, o.contrast, "--contrast");
-    }
-  }
-
-  Report rep;
-  rep.model = o.model;
-  rep.input_text = o.in.text;
-  rep.words = o.words;
-  for (size_t k = 0; k < ids.size(); ++k) {
-    ReportToken rt;
-    rt.id = ids[k];
-    rt.text = m.tok ? m.tok->token_text(ids[k]) : std::to_string(ids[k]);
-    if (k < enc.offsets.size()) rt.begin = enc.offsets[k].first, rt.end = enc.offsets[k].second;
-    rep.tokens.push_back(rt);
-  }
-  for (Method me : methods) {
-    eo.method = me;
-    log_verbose(std::string("explaining with ") + method_name(me));
-    rep.explanations.push_back(explain(*mm, head ? &*head : nullptr, ids, eo));
-    log_verbose(std::string(method_name(me)) + " took " + std::to_string(rep.explanations.back().seconds) + " s");
-  }
+  const Report rep = explain_report(*mm, m.ck, m.tok ? &*m.tok : nullptr, o.model, o.in.ids.empty() ? o.in.text : "",
+                                    ids, spec);
+  const size_t n_methods = rep.explanations.size();
   const Explanation& e0 = rep.explanations[0];
-  const std::vector<float> p = softmax(e0.output_logits);
-  const size_t best = size_t(std::max_element(p.begin(), p.end()) - p.begin());
-  rep.prediction_prob = p[best];
-  if (e0.target.kind == Target::Kind::Class) {
-    rep.prediction_label = "class " + std::to_string(best) + " (" + head->labels[best] + ")";
-    rep.target_label = "class " + std::to_string(e0.target.cls) + " (" + head->labels[size_t(e0.target.cls)] + ")";
-    rep.target_prob = p[size_t(e0.target.cls)];
-  } else {
-    rep.prediction_label = token_label(m, int32_t(best));
-    rep.target_label = token_label(m, e0.target.token);
-    rep.target_prob = p[size_t(e0.target.token)];
-    if (e0.target.kind == Target::Kind::Contrast) rep.contrast_label = token_label(m, e0.target.contrast);
-  }
 
   if (!o.out.empty()) {
-    if (methods.size() == 1) {
+    if (n_methods == 1) {
       write_npy_atomic(o.out, e0.relevance.data(), {int64_t(ids.size())});
     } else {
       std::vector<float> all;
       for (const auto& e : rep.explanations) all.insert(all.end(), e.relevance.begin(), e.relevance.end());
-      write_npy_atomic(o.out, all.data(), {int64_t(methods.size()), int64_t(ids.size())});
+      write_npy_atomic(o.out, all.data(), {int64_t(n_methods), int64_t(ids.size())});
     }
   }
   if (!o.json.empty()) write_text_atomic(o.json, report_json(rep).dump(1) + "\n");

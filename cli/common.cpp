@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <unistd.h>
 
+#include "api/explain_report.h"
 #include "core/error.h"
 #include "core/runtime.h"
 #include "io/npy.h"
@@ -75,19 +76,6 @@ void write_npy_atomic(const std::string& path, const float* data, const std::vec
   }
 }
 
-std::string printable_token(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\r') out += "\\r";
-    else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else out += char(c);
-  }
-  return out;
-}
+std::string printable_token(const std::string& s) { return printable_token_text(s); }
 
 }  // namespace ssmx::cli
