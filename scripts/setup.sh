@@ -19,6 +19,8 @@ PACKAGES=(
   libstb-dev               # PNG output (stb_image_write) and label text (stb_easy_font)
   libgtest-dev             # tests
   libbenchmark-dev         # bench/
+  pybind11-dev python3-dev # the Python module (build/python/ssmx)
+  python3-numpy python3-pytest   # its tests
 )
 
 missing=()

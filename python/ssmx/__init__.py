@@ -1,0 +1,183 @@
+"""ssmx from Python: hidden attention and relevance for Mamba-family models, NumPy in and out.
+
+    import ssmx
+    model = ssmx.load("models/sentiment-mamba")
+    a = model.explain("review: the plot was dull . sentiment:", method="mamba-lrp")
+    a.relevance          # NumPy float32 [T]
+    a.save("report.html")
+
+Every call runs the same C++ code as the `ssmx` command line, so results are identical to it. Errors raise
+ssmx.Error (a ValueError) with the command line's one-line message.
+"""
+import json as _json
+import os as _os
+
+import numpy as _np
+
+from . import _ssmx
+from ._ssmx import Error
+
+__all__ = ["load", "Model", "Attribution", "Error"]
+__version__ = _ssmx.__version__
+
+_EXPLAIN_OPTIONS = {
+    "lrp_rules": "silu,ssm,gate,norm",  # mamba-lrp rules: subset of silu,ssm,gate,norm, or "none"
+    "linear_rule": "lrp0",              # lrp0, epsilon or gamma (in_proj/out_proj)
+    "epsilon": 1e-6,
+    "gamma": 0.25,
+    "steps": 32,                        # integrated-gradients
+    "baseline": "zero",                 # integrated-gradients: "zero" or "token:ID"
+    "samples": 16,                      # smoothgrad
+    "noise": 0.1,                       # smoothgrad
+    "seed": 0,                          # smoothgrad, random
+    "start_layer": 0,                   # attention methods
+    "compat": "none",                   # "official": the published code's attention methods
+    "zero_biases": False,
+    "words": False,                     # sum sub-word tokens into words in the report
+}
+
+
+def _ids(ids):
+    if ids is None:
+        return None
+    arr = _np.asarray(ids)
+    if arr.ndim != 1 or not (arr.size == 0 or _np.issubdtype(arr.dtype, _np.integer)):
+        raise Error("ids: expected a 1-D sequence of integer token ids")
+    return [int(v) for v in arr]
+
+
+def _no_image(image, pixels):
+    if image is not None or pixels is not None:
+        raise Error("image: this model takes text; images need a Vision Mamba model")
+
+
+def load(path, threads=0):
+    """Loads a model directory or weights file in any layout the command line loads. threads=0: all cores."""
+    return Model(_ssmx.load(_os.fspath(path), int(threads)))
+
+
+class Model:
+    """A loaded model. Use ssmx.load(path)."""
+
+    def __init__(self, core):
+        self._m = core
+
+    def __repr__(self):
+        i = self.info
+        return f"<ssmx.Model {i['family']} {i['parameters']:,} parameters from {i['path']!r}>"
+
+    @property
+    def path(self):
+        return self._m.path
+
+    @property
+    def info(self):
+        """Family, dimensions, parameter count, dtype, file layout, tokenizer (a dict, as `ssmx info --json`)."""
+        return self._m.info()
+
+    def tokenize(self, text):
+        """{'ids': [...], 'tokens': vocabulary strings ('Ġthe'), 'texts': decoded text of each token (' the'),
+        'offsets': [(begin, end), ...] byte offsets into the UTF-8 text} — as `ssmx tokenize --json`, plus texts."""
+        return self._m.tokenize(text)
+
+    def predict(self, text=None, *, ids=None, image=None, pixels=None, last_only=False):
+        """Logits as float32 NumPy: [T, V], or [V] with last_only=True."""
+        _no_image(image, pixels)
+        return self._m.predict(text=text, ids=_ids(ids), last_only=bool(last_only))
+
+    def attention(self, text=None, *, ids=None, image=None, pixels=None, layers=None, kind="s6", channels=None,
+                  row=None, full=False, reduce="none", compat="none"):
+        """Hidden attention per layer: {layer: array}, shapes as the CLI's .npy files — [E,T,T] full, [E,T] a row,
+        [T,T] or [T] reduced over channels. kind: s6, unified, unified-noconv, unified-nogate, unified-noact;
+        channels: (a, b); row: query index (negative counts from the end); reduce: none, mean, absmean, max;
+        compat: none or hiddenattn-row."""
+        _no_image(image, pixels)
+        if layers is not None:
+            layers = [int(l) for l in ([layers] if isinstance(layers, int) else layers)]
+        if channels is not None:
+            if isinstance(channels, int):
+                channels = (channels, channels + 1)
+            channels = (int(channels[0]), int(channels[1]))
+        return self._m.attention(text=text, ids=_ids(ids), layers=layers, kind=kind, channels=channels,
+                                 row=None if row is None else int(row), full=bool(full), reduce=reduce, compat=compat)
+
+    def explain(self, text=None, *, ids=None, image=None, pixels=None, method="mamba-lrp", target=None,
+                contrast=None, cls=None, position=-1, **method_options):
+        """Relevance of each input token for a target, by one method or several (method="a,b" or a list).
+
+        target: token id or the text of one token (default: the predicted next token); contrast: explain
+        logit(target) - logit(contrast); cls: class of a classification head (index, label or "predicted").
+        method_options: lrp_rules, linear_rule, epsilon, gamma, steps, baseline, samples, noise, seed,
+        start_layer, compat, zero_biases, words (docs/methods.md)."""
+        _no_image(image, pixels)
+        unknown = sorted(set(method_options) - set(_EXPLAIN_OPTIONS))
+        if unknown:
+            raise TypeError(f"explain() got unexpected option(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(sorted(_EXPLAIN_OPTIONS))}")
+        opts = dict(_EXPLAIN_OPTIONS, **method_options)
+        methods = [method] if isinstance(method, str) else list(method)
+        report = self._m.explain(
+            text=text, ids=_ids(ids), methods=methods,
+            target="" if target is None else str(target), contrast="" if contrast is None else str(contrast),
+            cls="" if cls is None else str(cls), position=int(position), keep_maps=True, **opts)
+        return Attribution(report)
+
+    def eval_evidence(self, data, method="grad-input,mamba-lrp", *, top_k=3, skip_first=0, skip_last=0,
+                      contrast=False, limit=0, start_layer=0):
+        """Pointing game, recall@|E| and hit@k per method on JSONL data with known evidence words (as
+        `ssmx eval evidence`). Returns a list of dicts, one per method."""
+        methods = [method] if isinstance(method, str) else list(method)
+        return self._m.eval_evidence(_os.fspath(data), methods, top_k=int(top_k), skip_first=int(skip_first),
+                                     skip_last=int(skip_last), contrast=bool(contrast), limit=int(limit),
+                                     start_layer=int(start_layer))
+
+
+class Attribution:
+    """The result of Model.explain: tokens, relevance per method, the target and the conservation numbers."""
+
+    def __init__(self, report):
+        self._r = report
+        self._j = _json.loads(report.json())
+        self.relevance = report.relevance()  # float32 [T], or [M, T] for M methods
+
+    tokens = property(lambda self: list(self._j["tokens"]))
+    ids = property(lambda self: list(self._j["ids"]))
+    offsets = property(lambda self: [tuple(o) for o in self._j["offsets"]])
+    methods = property(lambda self: [e["method"] for e in self._j["explanations"]])
+    target = property(lambda self: dict(self._j["target"]))
+    prediction = property(lambda self: dict(self._j["prediction"]))
+    logit = property(lambda self: self._j["logit"])
+    settings = property(lambda self: [e["settings"] for e in self._j["explanations"]])
+
+    @property
+    def conservation(self):
+        """Per method: relevance_sum, target_value, bias_absorbed, gap (None where the method has no such check)."""
+        c = [e.get("conservation") for e in self._j["explanations"]]
+        return c[0] if len(c) == 1 else c
+
+    def to_json(self):
+        return self._r.json()
+
+    def to_html(self):
+        return self._r.html()
+
+    def __str__(self):
+        return self._r.terminal(False)
+
+    def __repr__(self):
+        return f"<ssmx.Attribution {', '.join(self.methods)} over {len(self.ids)} tokens, target {self.target['label']}>"
+
+    def _repr_html_(self):
+        return self._r.html()
+
+    def save(self, path):
+        """Writes .json, .html or .npy (float32 relevance, [T] or [M, T]) by the file's extension."""
+        path = _os.fspath(path)
+        ext = _os.path.splitext(path)[1].lower()
+        if ext == ".npy":
+            _np.save(path, self.relevance)
+        elif ext in (".json", ".html", ".htm"):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.to_json() + "\n" if ext == ".json" else self.to_html())
+        else:
+            raise Error(f"{path}: unknown extension (use .json, .html or .npy)")

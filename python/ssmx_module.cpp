@@ -1,0 +1,306 @@
+// ssmx._ssmx — the Python extension module: the C++ library behind ssmx/__init__.py.
+//
+// Arrays leave as NumPy float32 arrays that own the library's buffers (no copy: the Tensor's storage is moved into
+// a capsule). The GIL is released while the library computes. ssmx::Error becomes ssmx.Error (a ValueError) with
+// the CLI's one-line message.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "api/explain_report.h"
+#include "attribution/hidden_attention.h"
+#include "attribution/mamba_trace.h"
+#include "core/error.h"
+#include "core/runtime.h"
+#include "eval/evidence.h"
+#include "io/checkpoint.h"
+#include "io/tokenizer.h"
+#include "models/mamba.h"
+#include "models/model.h"
+#include "render/report.h"
+
+namespace py = pybind11;
+using namespace ssmx;
+
+namespace {
+
+// A float32 array that takes over `v` (no copy).
+py::array_t<float> to_numpy(std::vector<float>&& v, const std::vector<int64_t>& shape) {
+  auto* owner = new std::vector<float>(std::move(v));
+  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<float>*>(p); });
+  std::vector<py::ssize_t> sh(shape.begin(), shape.end()), strides(shape.size());
+  py::ssize_t st = sizeof(float);
+  for (size_t k = shape.size(); k-- > 0;) strides[k] = st, st *= py::ssize_t(shape[k]);
+  return py::array_t<float>(sh, strides, owner->data(), free_when_done);
+}
+py::array_t<float> to_numpy(Tensor&& t) {
+  const std::vector<int64_t> shape = t.shape;
+  return to_numpy(std::move(t.data), shape);
+}
+
+struct Model {
+  std::string path;
+  Checkpoint ck;
+  std::unique_ptr<CausalLM> model;
+  std::optional<Tokenizer> tok;
+
+  const MambaModel& mamba(const char* what) const {
+    const auto* m = dynamic_cast<const MambaModel*>(model.get());
+    if (!m) throw Error(path, std::string(what) + " supports the Mamba and Falcon-Mamba families so far");
+    return *m;
+  }
+  const Tokenizer* tokenizer() const { return tok ? &*tok : nullptr; }
+
+  // Token ids of the input: exactly one of text and ids.
+  std::vector<int32_t> input(const std::optional<std::string>& text, const std::optional<std::vector<int64_t>>& ids) const {
+    if (text.has_value() == ids.has_value()) throw Error("input", "give exactly one of text= and ids=");
+    std::vector<int32_t> out;
+    if (ids) {
+      for (int64_t v : *ids) {
+        if (v < 0 || v >= model->vocab_size())
+          throw Error("ids", "token id " + std::to_string(v) + " is outside the vocabulary (0.." +
+                                 std::to_string(model->vocab_size() - 1) + ")");
+        out.push_back(int32_t(v));
+      }
+    } else {
+      if (!tok) throw Error(path, "no tokenizer.json next to the weights; pass ids=");
+      out = tok->encode_ids(*text);
+    }
+    if (out.empty()) throw Error("input", "the input has no tokens");
+    return out;
+  }
+};
+
+std::shared_ptr<Model> py_load(const std::string& path, int threads) {
+  if (threads < 0) throw Error("threads", "must be 0 (all cores) or positive");
+  auto m = std::make_shared<Model>();
+  py::gil_scoped_release nogil;
+  set_num_threads(threads);
+  m->path = path;
+  m->ck = open_checkpoint(path);
+  if (!m->ck.tokenizer_path.empty()) m->tok = Tokenizer::from_file(m->ck.tokenizer_path);
+  m->model = load_causal_lm(m->ck);
+  return m;
+}
+
+py::dict py_info(const Model& m) {
+  const ModelInfo& in = m.model->info();
+  py::dict d, dims;
+  d["path"] = m.path;
+  d["family"] = in.family;
+  d["architecture"] = in.architecture;
+  for (const auto& [k, v] : in.dims) dims[py::str(k)] = v;
+  d["dims"] = dims;
+  d["parameters"] = in.n_params;
+  d["tied_head"] = in.tied_head;
+  d["dtype"] = m.ck.dtype_summary();
+  d["layout"] = m.ck.layout;
+  d["files"] = m.ck.files;
+  d["weights_bytes"] = m.ck.total_bytes();
+  d["tokenizer"] = m.tok ? py::object(py::str(m.tok->summary())) : py::object(py::none());
+  d["notes"] = in.notes;
+  return d;
+}
+
+py::dict py_tokenize(const Model& m, const std::string& text) {
+  if (!m.tok) throw Error(m.path, "no tokenizer.json next to the weights");
+  const Encoding enc = m.tok->encode(text);
+  std::vector<std::string> tokens, texts;
+  std::vector<std::pair<size_t, size_t>> offsets = enc.offsets;
+  for (int32_t id : enc.ids) tokens.push_back(m.tok->id_to_token(id)), texts.push_back(m.tok->token_text(id));
+  py::dict d;
+  d["ids"] = enc.ids;
+  d["tokens"] = tokens;  // vocabulary strings, as `ssmx tokenize --json` ("Ġthe")
+  d["texts"] = texts;    // what each token stands for (" the")
+  d["offsets"] = offsets;
+  return d;
+}
+
+py::array_t<float> py_predict(const Model& m, const std::optional<std::string>& text,
+                           const std::optional<std::vector<int64_t>>& ids, bool last_only) {
+  const std::vector<int32_t> in = m.input(text, ids);
+  Tensor logits;
+  {
+    py::gil_scoped_release nogil;
+    ForwardOptions fo;
+    fo.all_logits = !last_only;
+    logits = m.model->forward(in, fo).logits;
+  }
+  if (last_only) logits.shape = {logits.shape.back()};
+  return to_numpy(std::move(logits));
+}
+
+py::dict py_attention(const Model& m, const std::optional<std::string>& text, const std::optional<std::vector<int64_t>>& ids,
+                   const std::optional<std::vector<int64_t>>& layers, const std::string& kind_s,
+                   const std::optional<std::pair<int64_t, int64_t>>& channels, const std::optional<int64_t>& row,
+                   bool full, const std::string& reduce_s, const std::string& compat_s) {
+  const MambaModel& mm = m.mamba("attention");
+  const std::vector<int32_t> in = m.input(text, ids);
+  const int64_t T = int64_t(in.size()), E = mm.config().d_inner, L = mm.config().n_layer;
+  const AttnKind kind = parse_attn_kind(kind_s);
+  const bool reduce = reduce_s != "none";
+  const AttnReduce red = reduce ? parse_attn_reduce(reduce_s) : AttnReduce::Mean;
+  const AttnCompat compat = parse_attn_compat(compat_s);
+  if (row && full) throw Error("full", "give either row= or full=True");
+  if (compat != AttnCompat::None && !row) throw Error("compat", "hiddenattn-row applies to a row: give row=I");
+  int64_t qrow = -1;
+  if (row) {
+    qrow = *row < 0 ? T + *row : *row;
+    if (qrow < 0 || qrow >= T) throw Error("row", "row " + std::to_string(*row) + " is outside the " + std::to_string(T) + " tokens");
+  }
+  int64_t c0 = 0, c1 = E;
+  if (channels) {
+    c0 = channels->first, c1 = channels->second;
+    if (c0 < 0 || c0 >= c1 || c1 > E)
+      throw Error("channels", "range (" + std::to_string(c0) + ", " + std::to_string(c1) + ") is empty or beyond the " +
+                                  std::to_string(E) + " channels");
+  }
+  std::set<int64_t> want;
+  if (layers) {
+    for (int64_t l : *layers) {
+      if (l < 0 || l >= L) throw Error("layers", "layer " + std::to_string(l) + " does not exist (0.." + std::to_string(L - 1) + ")");
+      want.insert(l);
+    }
+  } else {
+    for (int64_t l = 0; l < L; ++l) want.insert(l);
+  }
+  // Refuse what cannot fit: the result of every requested layer is kept.
+  const double per_layer = row ? (reduce ? double(T) : double(c1 - c0) * T) : (reduce ? double(T) * T : double(c1 - c0) * T * T);
+  if (per_layer * 4.0 * double(want.size()) > double(int64_t(64) << 30))
+    throw Error("attention", "the request needs more than 64 GiB; ask for less: row=I, reduce='mean', fewer channels or layers");
+  std::map<int64_t, Tensor> res;
+  {
+    py::gil_scoped_release nogil;
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
+      if (!want.count(l)) return;
+      const MixerTrace tr = make_mixer_trace(mm, acts, l);
+      if (row)
+        res[l] = reduce ? hidden_attention_row_reduce(tr, kind, red, qrow, c0, c1, compat)
+                        : hidden_attention_row(tr, kind, qrow, c0, c1, compat);
+      else
+        res[l] = reduce ? hidden_attention_reduce(tr, kind, red, c0, c1) : hidden_attention_full(tr, kind, c0, c1);
+    };
+    mm.forward(in, fo);
+  }
+  py::dict out;
+  for (auto& [l, t] : res) out[py::int_(l)] = to_numpy(std::move(t));
+  return out;
+}
+
+// An explanation report: one input, one target, one or several methods.
+struct PyReport {
+  Report rep;
+};
+
+std::shared_ptr<PyReport> py_explain(const Model& m, const std::optional<std::string>& text,
+                                  const std::optional<std::vector<int64_t>>& ids, const std::vector<std::string>& methods,
+                                  const std::string& target, const std::string& contrast, const std::string& cls,
+                                  int64_t position, const std::string& lrp_rules, const std::string& linear_rule,
+                                  double epsilon, double gamma, int steps, const std::string& baseline, int samples,
+                                  double noise, uint64_t seed, int64_t start_layer, const std::string& compat,
+                                  bool zero_biases, bool words, bool keep_maps) {
+  const MambaModel& mm = m.mamba("explain");
+  const std::vector<int32_t> in = m.input(text, ids);
+  ExplainSpec spec;
+  spec.methods.clear();
+  for (const std::string& s : methods)
+    for (Method me : parse_method_list(s)) spec.methods.push_back(me);
+  spec.target = target, spec.contrast = contrast, spec.cls = cls, spec.position = position;
+  spec.words = words, spec.keep_maps = keep_maps && in.size() <= 256;
+  ExplainOptions& eo = spec.options;
+  eo.rules = parse_lrp_rules(lrp_rules, linear_rule, epsilon, gamma);
+  eo.zero_biases = zero_biases;
+  eo.ig_steps = steps, eo.ig_baseline = baseline;
+  eo.sg_samples = samples, eo.sg_noise = noise, eo.seed = seed;
+  eo.start_layer = start_layer, eo.compat = compat;
+  auto r = std::make_shared<PyReport>();
+  py::gil_scoped_release nogil;
+  r->rep = explain_report(mm, m.ck, m.tokenizer(), m.path, text ? *text : "", in, spec);
+  return r;
+}
+
+py::list py_eval_evidence(const Model& m, const std::string& data, const std::vector<std::string>& methods, int top_k,
+                       int skip_first, int skip_last, bool contrast, int64_t limit, int64_t start_layer) {
+  const MambaModel& mm = m.mamba("eval");
+  if (!m.tok) throw Error(m.path, "no tokenizer.json next to the weights (the data is text)");
+  if (top_k < 1) throw Error("top_k", "must be at least 1");
+  std::vector<EvidenceExample> ex = read_evidence_jsonl(data);
+  if (limit > 0 && int64_t(ex.size()) > limit) ex.resize(size_t(limit));
+  std::vector<Method> ms;
+  for (const std::string& s : methods)
+    for (Method me : parse_method_list(s)) ms.push_back(me);
+  ExplainOptions base;
+  base.start_layer = start_layer;
+  std::vector<EvidenceScores> sc;
+  {
+    py::gil_scoped_release nogil;
+    sc = evaluate_evidence(mm, *m.tok, ex, ms, base, {top_k, skip_first, skip_last, contrast});
+  }
+  py::list out;
+  for (const auto& s : sc) {
+    py::dict d;
+    d["method"] = s.method;
+    d["examples"] = s.examples;
+    d["pointing_game"] = s.pointing;
+    d["recall_at_E"] = s.recall;
+    d["hit_at_k"] = s.hit_at_k;
+    d["seconds"] = s.seconds;
+    out.append(d);
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_ssmx, mod) {
+  mod.doc() = "ssmx C++ core (use the ssmx package, not this module)";
+  static py::exception<Error> err(mod, "Error", PyExc_ValueError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      err(e.what());
+    }
+  });
+  mod.attr("__version__") = SSMX_VERSION;
+  mod.def("blas_core", &blas_core_reason);
+
+  py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
+      .def_readonly("path", &Model::path)
+      .def("info", &py_info)
+      .def("tokenize", &py_tokenize, py::arg("text"))
+      .def("predict", &py_predict, py::arg("text") = py::none(), py::arg("ids") = py::none(), py::arg("last_only") = false)
+      .def("attention", &py_attention, py::arg("text") = py::none(), py::arg("ids") = py::none(),
+           py::arg("layers") = py::none(), py::arg("kind") = "s6", py::arg("channels") = py::none(),
+           py::arg("row") = py::none(), py::arg("full") = false, py::arg("reduce") = "none", py::arg("compat") = "none")
+      .def("explain", &py_explain, py::arg("text") = py::none(), py::arg("ids") = py::none(), py::arg("methods"),
+           py::arg("target") = "", py::arg("contrast") = "", py::arg("cls") = "", py::arg("position") = -1,
+           py::arg("lrp_rules") = "silu,ssm,gate,norm", py::arg("linear_rule") = "lrp0", py::arg("epsilon") = 1e-6,
+           py::arg("gamma") = 0.25, py::arg("steps") = 32, py::arg("baseline") = "zero", py::arg("samples") = 16,
+           py::arg("noise") = 0.1, py::arg("seed") = 0, py::arg("start_layer") = 0, py::arg("compat") = "none",
+           py::arg("zero_biases") = false, py::arg("words") = false, py::arg("keep_maps") = false)
+      .def("eval_evidence", &py_eval_evidence, py::arg("data"), py::arg("methods"), py::arg("top_k") = 3,
+           py::arg("skip_first") = 0, py::arg("skip_last") = 0, py::arg("contrast") = false, py::arg("limit") = 0,
+           py::arg("start_layer") = 0);
+  mod.def("load", &py_load, py::arg("path"), py::arg("threads") = 0);
+
+  py::class_<PyReport, std::shared_ptr<PyReport>>(mod, "Report")
+      .def("json", [](const PyReport& r) { return report_json(r.rep).dump(1); })
+      .def("html", [](const PyReport& r) { return render_html(r.rep); })
+      .def("terminal", [](const PyReport& r, bool color) { return render_terminal(r.rep, color); }, py::arg("color") = false)
+      .def("relevance", [](const PyReport& r) {
+        const size_t M = r.rep.explanations.size(), T = r.rep.tokens.size();
+        std::vector<float> all;
+        for (const auto& e : r.rep.explanations) all.insert(all.end(), e.relevance.begin(), e.relevance.end());
+        return M == 1 ? to_numpy(std::move(all), {int64_t(T)}) : to_numpy(std::move(all), {int64_t(M), int64_t(T)});
+      });
+}
