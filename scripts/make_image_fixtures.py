@@ -14,6 +14,9 @@ top of PIL and torch exactly as torchvision 0.14 applies them to a PIL image —
 Every image is synthetic (seeded), so running the script twice gives identical files. Images are opened the way
 torchvision's ImageFolder loader does: Image.open(path).convert("RGB").
 
+With `--stress DIR` it writes 300 random images and their PIL resizes to DIR instead, for the opt-in test
+ImageIo.StressAgainstPil (run ssmx_tests with SSMX_IMAGE_STRESS_DIR=DIR).
+
 Outputs, next to the source images:
   <name>.decoded.png     PIL's decoded RGB pixels (JPEG: libjpeg's decoder; the C++ side uses stb_image)
   <name>.resized.png     after Resize (uint8; the bit-exact reference of the C++ resampler; PNG sources only)
@@ -27,6 +30,7 @@ Outputs, next to the source images:
 import io
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -157,7 +161,29 @@ def save_png(img, path):
     img.save(path, "PNG", optimize=True)
 
 
+def stress(out_dir, n=300):
+    """Random images and PIL's bicubic resizes of them (1..399 pixels, a third strong downscales, half with hard
+    0/255 edges) for the opt-in C++ test ImageIo.StressAgainstPil (SSMX_IMAGE_STRESS_DIR=out_dir)."""
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        w, h = (int(v) for v in rng.integers(1, 400, size=2))
+        ow, oh = (int(v) for v in rng.integers(1, 400, size=2))
+        if k % 3 == 0:
+            ow, oh = int(w * rng.uniform(0.05, 0.5)) + 1, int(h * rng.uniform(0.05, 0.5)) + 1
+        a = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        if k % 2:
+            a = (a // 128 * 255).astype(np.uint8)
+        im = Image.fromarray(a, "RGB")
+        im.save(os.path.join(out_dir, f"s{k}.png"))
+        im.resize((ow, oh), Image.BICUBIC).save(os.path.join(out_dir, f"r{k}.png"))
+    print(f"{n} stress pairs in {out_dir}")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--stress":
+        stress(sys.argv[2])
+        return
     os.makedirs(OUT, exist_ok=True)
     manifest = {"pil_version": Image.__version__, "torch_version": torch.__version__, "cases": []}
     jpeg_stats = {}
