@@ -20,8 +20,8 @@
 #include <string>
 #include <utility>
 
+#include "core/rgb_image.h"
 #include "core/tensor.h"
-#include "render/image.h"
 
 namespace ssmx {
 
