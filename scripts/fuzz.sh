@@ -16,7 +16,7 @@ for p in clang libclang-rt-14-dev; do
 done
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSSMX_FUZZ=ON -DSSMX_TESTS=OFF -DSSMX_BENCH=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_safetensors fuzz_torch_zip fuzz_tokenizer
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_safetensors fuzz_torch_zip fuzz_tokenizer fuzz_image
 
 seed() {  # seed <target> <files...>
   local dir="fuzz-corpus/$1"; shift
@@ -27,9 +27,10 @@ seed() {  # seed <target> <files...>
 st=$(seed safetensors $(find tests/data models -name '*.safetensors' -size -200k))
 tz=$(seed torch_zip $(find tests/data -name '*.bin' -size -200k -o -name '*.pt' -size -200k -o -name '*.pth' -size -200k))
 tk=$(seed tokenizer $(find tests/data models -name 'tokenizer*.json' -size -300k))
+im=$(seed image $(find tests/data/images -name '*.png' -size -40k -o -name '*.jpg' -size -40k))
 
 status=0
-for t in "safetensors:$st" "torch_zip:$tz" "tokenizer:$tk"; do
+for t in "safetensors:$st" "torch_zip:$tz" "tokenizer:$tk" "image:$im"; do
   name="${t%%:*}"; corpus="${t#*:}"
   echo "fuzz: fuzz_$name for ${SECONDS_PER_TARGET}s"
   ./build-fuzz/fuzz_"$name" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \

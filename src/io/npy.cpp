@@ -35,7 +35,7 @@ void write_npy(const std::string& path, const float* data, const std::vector<int
   if (!f) throw Error(path, "write failed");
 }
 
-Tensor read_npy_f32(const std::string& path) {
+Tensor read_npy_f32(const std::string& path, bool allow_f64) {
   auto file = MappedFile::open(path);
   const uint8_t* p = file->data();
   const size_t size = file->size();
@@ -57,6 +57,7 @@ Tensor read_npy_f32(const std::string& path) {
   std::smatch m;
   if (!std::regex_search(hdr, m, std::regex("'descr':\\s*'([^']*)'"))) throw Error(path, ".npy header has no descr");
   const std::string descr = m[1];
+  if (!allow_f64 && descr != "<f4") throw Error(path, ".npy dtype " + descr + " is not supported (need float32 '<f4')");
   if (descr != "<f4" && descr != "<f8")
     throw Error(path, ".npy dtype " + descr + " is not supported (need float32 '<f4' or float64 '<f8')");
   if (std::regex_search(hdr, m, std::regex("'fortran_order':\\s*True"))) throw Error(path, "Fortran-ordered .npy arrays are not supported");

@@ -15,7 +15,8 @@ namespace ssmx {
 void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
 inline void write_npy(const std::string& path, const Tensor& t) { write_npy(path, t.ptr(), t.shape); }
 
-// Reads '<f4' or '<f8' (converted to float32), C order. Throws ssmx::Error(path, reason).
-Tensor read_npy_f32(const std::string& path);
+// Reads '<f4' or '<f8' (converted to float32; only '<f4' when allow_f64 is false), C order. Throws
+// ssmx::Error(path, reason).
+Tensor read_npy_f32(const std::string& path, bool allow_f64 = true);
 
 }  // namespace ssmx

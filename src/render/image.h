@@ -9,26 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "core/rgb_image.h"
+
 namespace ssmx {
 
-struct Rgb {
-  uint8_t r = 0, g = 0, b = 0;
-};
-
-struct Image {
-  int w = 0, h = 0;
-  std::vector<uint8_t> px;  // (h, w, 3)
-  Image() = default;
-  Image(int width, int height, Rgb fill = {255, 255, 255});
-  void set(int x, int y, Rgb c) {
-    if (x >= 0 && y >= 0 && x < w && y < h) {
-      uint8_t* p = &px[size_t(y * w + x) * 3];
-      p[0] = c.r, p[1] = c.g, p[2] = c.b;
-    }
-  }
-  void fill_rect(int x, int y, int rw, int rh, Rgb c);
-  void blit(const Image& src, int x, int y);
-};
+// Rgb and Image (plain (h, w, 3) uint8 buffers) are defined in core/rgb_image.h.
 
 // Perceptual colour map (viridis-like), v in [0, 1].
 Rgb colormap_viridis(float v);
