@@ -51,5 +51,6 @@ void register_predict(CLI::App& app, Globals& g);
 void register_attention(CLI::App& app, Globals& g);
 void register_explain(CLI::App& app, Globals& g);
 void register_eval(CLI::App& app, Globals& g);
+void register_eval_randomization(CLI::App& app, Globals& g);  // after register_eval
 
 }  // namespace ssmx::cli
