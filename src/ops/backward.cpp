@@ -136,52 +136,106 @@ void scan_bwd8_hold(const ScanBackwardArgs<float>& a, int64_t c0) {
   }
 }
 
-// Full reverse scan of channels [c0, c0 + 8): du, dΔ, and lane partial sums of dB (Lb) and dC (Lc), both (T, Q) lanes.
-// hb: (T, Q) scratch for the recomputed states.
+// The full backward (dΔ, dB, dC as well as du) for the groups of 8 channels c0, c0 + 8, …, c0 + 8·(G−1), blocked in time so
+// that the working set stays in L2: a forward pass keeps the states only at block starts; then, block by block from
+// the end, each group recomputes its states and decays for the block (the same exp2_8 values) into small buffers and
+// runs the backward steps there, with its dh carried from the later block. Per block, Lb / Lc accumulate each group's
+// dB / dC terms lane-wise in group order and are then summed over lanes into P (T, 2N) = [dB | dC]; the order of every
+// sum is fixed, so results do not depend on threads. (Unblocked, the (T, N) lane accumulators and the stored states
+// of a group streamed through L3 at long T: 3 MB per group per layer at T = 1024.)
 template <int Q>
-void scan_bwd8_full(const ScanBackwardArgs<float>& a, int64_t c0, v8f* hb, v8f* Lb, v8f* Lc) {
-  const int64_t T = a.T, E = a.E, N = a.N;
-  v8f h[Q], At[Q], A2[Q];  // A, and A·log2(e) for exp2_8
-  for (int q = 0; q < Q; ++q) {
-    h[q] = v8f{};
-    for (int l = 0; l < 8; ++l) At[q][l] = a.A[(c0 + l) * N + q], A2[q][l] = At[q][l] * kLog2e;
-  }
-  for (int64_t t = 0; t < T; ++t) {  // the forward states
-    const v8f d = load8(a.delta + t * E + c0);
-    const v8f du = d * load8(a.u + t * E + c0);
-    const float* Bt = a.B + t * a.ld_bc;
+void scan_bwd8_full_blocked(const ScanBackwardArgs<float>& a, int64_t c0, int64_t G, float* P) {
+  constexpr int64_t TB = 64;
+  const int64_t T = a.T, E = a.E, N = a.N, nb = (T + TB - 1) / TB;
+  std::vector<v8f> ckpt(size_t(G * nb * Q)), dhs(size_t(G * Q)), hb(size_t(TB * Q)), dAb(size_t(TB * Q)),
+      Lb(size_t(TB * Q)), Lc(size_t(TB * Q));
+  std::vector<v8f> A2s(size_t(G * Q)), Ats(size_t(G * Q));
+  for (int64_t g = 0; g < G; ++g)
+    for (int q = 0; q < Q; ++q)
+      for (int l = 0; l < 8; ++l) {
+        Ats[size_t(g * Q + q)][l] = a.A[(c0 + g * 8 + l) * N + q];
+        A2s[size_t(g * Q + q)][l] = Ats[size_t(g * Q + q)][l] * kLog2e;
+      }
+  for (int64_t g = 0; g < G; ++g) {  // forward states at block starts
+    const int64_t cg = c0 + g * 8;
+    const v8f* A2 = A2s.data() + g * Q;
+    v8f h[Q];
+    for (int q = 0; q < Q; ++q) h[q] = v8f{};
+    for (int64_t t = 0; t < T; ++t) {
+      if (t % TB == 0)
+        for (int q = 0; q < Q; ++q) ckpt[size_t((g * nb + t / TB) * Q + q)] = h[q];
+      const v8f d = load8(a.delta + t * E + cg);
+      const v8f du = d * load8(a.u + t * E + cg);
+      const float* Bt = a.B + t * a.ld_bc;
 #pragma GCC unroll 16
-    for (int q = 0; q < Q; ++q) {
-      h[q] = fma8(exp2_8(d * A2[q]), h[q], du * Bt[q]);
-      hb[t * Q + q] = h[q];
+      for (int q = 0; q < Q; ++q) h[q] = fma8(exp2_8(d * A2[q]), h[q], du * Bt[q]);
     }
   }
-  const v8f Dv = a.D ? load8(a.D + c0) : v8f{};
-  v8f dh[Q];
-  for (int q = 0; q < Q; ++q) dh[q] = v8f{};
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const v8f d = load8(a.delta + t * E + c0);
-    const v8f uu = load8(a.u + t * E + c0);
-    const v8f g = load8(a.dpre + t * E + c0);
-    const v8f du = d * uu;
-    const float* Bt = a.B + t * a.ld_bc;
-    const float* Ct = a.C + t * a.ld_bc;
-    const v8f* hp = t > 0 ? hb + (t - 1) * Q : nullptr;
-    v8f acc_u = v8f{}, acc_d = v8f{};
+  const v8f zero = v8f{};
+  for (int64_t blk = nb - 1; blk >= 0; --blk) {
+    const int64_t t0 = blk * TB, t1 = std::min(T, t0 + TB);
+    std::fill(Lb.begin(), Lb.end(), zero);
+    std::fill(Lc.begin(), Lc.end(), zero);
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t cg = c0 + g * 8;
+      const v8f* A2 = A2s.data() + g * Q;
+      const v8f* At = Ats.data() + g * Q;
+      const v8f* h0 = ckpt.data() + (g * nb + blk) * Q;  // state before t0
+      {
+        v8f h[Q];
+        for (int q = 0; q < Q; ++q) h[q] = h0[q];
+        for (int64_t t = t0; t < t1; ++t) {
+          const v8f d = load8(a.delta + t * E + cg);
+          const v8f du = d * load8(a.u + t * E + cg);
+          const float* Bt = a.B + t * a.ld_bc;
 #pragma GCC unroll 16
-    for (int q = 0; q < Q; ++q) {
-      const v8f b = v8f{} + Bt[q];
-      dh[q] = fma8(g, v8f{} + Ct[q], dh[q]);
-      Lc[t * Q + q] = fma8(g, hb[t * Q + q], Lc[t * Q + q]);
-      Lb[t * Q + q] = fma8(dh[q], du, Lb[t * Q + q]);
-      acc_u = fma8(dh[q], b, acc_u);
-      const v8f dA = exp2_8(d * A2[q]);
-      const v8f hprev = hp ? hp[q] : v8f{};
-      acc_d = fma8(dh[q], fma8(At[q] * dA, hprev, b * uu), acc_d);
-      dh[q] *= dA;
+          for (int q = 0; q < Q; ++q) {
+            const v8f dA = exp2_8(d * A2[q]);
+            dAb[size_t((t - t0) * Q + q)] = dA;
+            h[q] = fma8(dA, h[q], du * Bt[q]);
+            hb[size_t((t - t0) * Q + q)] = h[q];
+          }
+        }
+      }
+      const v8f Dv = a.D ? load8(a.D + cg) : v8f{};
+      v8f dh[Q];
+      for (int q = 0; q < Q; ++q) dh[q] = dhs[size_t(g * Q + q)];
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        const v8f d = load8(a.delta + t * E + cg);
+        const v8f uu = load8(a.u + t * E + cg);
+        const v8f gg = load8(a.dpre + t * E + cg);
+        const v8f du = d * uu;
+        const float* Bt = a.B + t * a.ld_bc;
+        const float* Ct = a.C + t * a.ld_bc;
+        const v8f* hp = t > t0 ? hb.data() + (t - 1 - t0) * Q : h0;
+        const v8f* ht = hb.data() + (t - t0) * Q;
+        const v8f* dA = dAb.data() + (t - t0) * Q;
+        v8f* lb = Lb.data() + (t - t0) * Q;
+        v8f* lc = Lc.data() + (t - t0) * Q;
+        v8f acc_u = v8f{}, acc_d = v8f{};
+#pragma GCC unroll 16
+        for (int q = 0; q < Q; ++q) {
+          const v8f b = v8f{} + Bt[q];
+          dh[q] = fma8(gg, v8f{} + Ct[q], dh[q]);
+          lc[q] = fma8(gg, ht[q], lc[q]);
+          lb[q] = fma8(dh[q], du, lb[q]);
+          acc_u = fma8(dh[q], b, acc_u);
+          acc_d = fma8(dh[q], fma8(At[q] * dA[q], hp[q], b * uu), acc_d);
+          dh[q] *= dA[q];
+        }
+        store8(a.du + t * E + cg, fma8(d, acc_u, Dv * gg));
+        if (a.ddelta) store8(a.ddelta + t * E + cg, acc_d);
+      }
+      for (int q = 0; q < Q; ++q) dhs[size_t(g * Q + q)] = dh[q];
     }
-    store8(a.du + t * E + c0, fma8(d, acc_u, Dv * g));
-    if (a.ddelta) store8(a.ddelta + t * E + c0, acc_d);
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t n = 0; n < N; ++n) {
+        const v8f vb = Lb[size_t((t - t0) * Q + n)], vc = Lc[size_t((t - t0) * Q + n)];
+        float sb = 0.0f, sc = 0.0f;
+        for (int l = 0; l < 8; ++l) sb += vb[l], sc += vc[l];
+        P[t * 2 * N + n] += sb;
+        P[t * 2 * N + N + n] += sc;
+      }
   }
 }
 
@@ -458,28 +512,16 @@ void selective_scan_backward(const ScanBackwardArgs<Real>& a) {
   std::vector<Real> P(size_t(n_chunks * T * 2 * N), Real(0));  // per chunk (T, 2N): partial [dB | dC]
   parallel_for(n_chunks, [&](int64_t k0, int64_t k1) {
     std::vector<Real> hbuf(size_t(T * N)), dh(static_cast<size_t>(N));
-    std::vector<v8f> hb, Lb, Lc;
-    if (fast) hb.resize(size_t(T * N)), Lb.resize(size_t(T * N)), Lc.resize(size_t(T * N));
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t c0 = k * kChunk, c1 = std::min(E, c0 + kChunk);
       Real* Pk = P.data() + k * T * 2 * N;
       int64_t c = c0;
       if constexpr (std::is_same_v<Real, float>) {
         if (fast && c0 + 8 <= c1 && c0 < g8 * 8) {
-          std::fill(Lb.begin(), Lb.end(), v8f{});
-          std::fill(Lc.begin(), Lc.end(), v8f{});
-          for (; c + 8 <= c1; c += 8) {
-            if (N == 16) scan_bwd8_full<16>(a, c, hb.data(), Lb.data(), Lc.data());
-            else scan_bwd8_full<8>(a, c, hb.data(), Lb.data(), Lc.data());
-          }
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t n = 0; n < N; ++n) {
-              const v8f vb = Lb[size_t(t * N + n)], vc = Lc[size_t(t * N + n)];
-              float sb = 0.0f, sc = 0.0f;
-              for (int l = 0; l < 8; ++l) sb += vb[l], sc += vc[l];
-              Pk[t * 2 * N + n] += sb;
-              Pk[t * 2 * N + N + n] += sc;
-            }
+          const int64_t G = (c1 - c0) / 8;
+          if (N == 16) scan_bwd8_full_blocked<16>(a, c0, G, Pk);
+          else scan_bwd8_full_blocked<8>(a, c0, G, Pk);
+          c = c0 + G * 8;
         }
       }
       for (; c < c1; ++c) scan_bwd_channel<Real>(a, c, true, hbuf.data(), dh.data(), Pk);
