@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/runtime.h"
 #include "eval/evidence.h"
+#include "eval/randomization.h"
 #include "io/checkpoint.h"
 #include "io/tokenizer.h"
 #include "models/mamba.h"
@@ -259,6 +260,34 @@ py::list py_eval_evidence(const Model& m, const std::string& data, const std::ve
   return out;
 }
 
+py::dict py_eval_randomization(const Model& m, const std::string& data, const std::vector<std::string>& methods,
+                               int64_t limit, uint64_t seed, int64_t start_layer) {
+  if (!m.tok) throw Error(m.path, "no tokenizer.json next to the weights (the data is text)");
+  std::vector<TextExample> ex = read_text_jsonl(data);
+  if (limit > 0 && int64_t(ex.size()) > limit) ex.resize(size_t(limit));
+  std::vector<Method> ms;
+  for (const std::string& s : methods)
+    for (Method me : parse_method_list(s)) ms.push_back(me);
+  ExplainOptions base;
+  base.start_layer = start_layer;
+  base.seed = seed;
+  RandomizationScores sc;
+  {
+    py::gil_scoped_release nogil;
+    sc = evaluate_randomization(m.ck, *m.tok, ex, ms, base, seed);
+  }
+  py::dict d, sp, spa;
+  d["stages"] = sc.stages;
+  d["examples"] = sc.examples;
+  for (size_t k = 0; k < sc.methods.size(); ++k) {
+    sp[py::str(sc.methods[k])] = sc.rho[k];
+    spa[py::str(sc.methods[k])] = sc.rho_abs[k];
+  }
+  d["spearman"] = sp;
+  d["spearman_abs"] = spa;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_ssmx, mod) {
@@ -290,7 +319,9 @@ PYBIND11_MODULE(_ssmx, mod) {
            py::arg("zero_biases") = false, py::arg("words") = false, py::arg("keep_maps") = false)
       .def("eval_evidence", &py_eval_evidence, py::arg("data"), py::arg("methods"), py::arg("top_k") = 3,
            py::arg("skip_first") = 0, py::arg("skip_last") = 0, py::arg("contrast") = false, py::arg("limit") = 0,
-           py::arg("start_layer") = 0);
+           py::arg("start_layer") = 0)
+      .def("eval_randomization", &py_eval_randomization, py::arg("data"), py::arg("methods"), py::arg("limit") = 20,
+           py::arg("seed") = 0, py::arg("start_layer") = 0);
   mod.def("load", &py_load, py::arg("path"), py::arg("threads") = 0);
 
   py::class_<PyReport, std::shared_ptr<PyReport>>(mod, "Report")

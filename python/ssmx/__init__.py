@@ -132,6 +132,14 @@ class Model:
                                      start_layer=int(start_layer))
 
 
+    def eval_randomization(self, data, method="grad-input,mamba-lrp,random", *, limit=20, seed=0, start_layer=0):
+        """Cascading model-parameter randomisation test (as `ssmx eval randomization`): {'stages': [...],
+        'spearman': {method: [ρ per stage]}, 'spearman_abs': {...}, 'examples': n}."""
+        methods = [method] if isinstance(method, str) else list(method)
+        return self._m.eval_randomization(_os.fspath(data), methods, limit=int(limit), seed=int(seed),
+                                          start_layer=int(start_layer))
+
+
 class Attribution:
     """The result of Model.explain: tokens, relevance per method, the target and the conservation numbers."""
 

@@ -136,6 +136,19 @@ def test_eval_evidence_matches_cli(model, tmp_path):
             assert g[key] == r[key], key
 
 
+def test_eval_randomization_matches_cli(model, tmp_path):
+    data = os.path.join(MODEL, "heldout.jsonl")
+    js = tmp_path / "rand.json"
+    cli("eval", "randomization", MODEL, "--data", data, "--method", "grad-input,random", "--limit", 6, "--json", js)
+    ref = json.loads(js.read_text())
+    got = model.eval_randomization(data, "grad-input,random", limit=6)
+    assert got["stages"] == ref["stages"]
+    for r in ref["methods"]:
+        assert got["spearman"][r["method"]] == r["spearman"]
+        assert got["spearman_abs"][r["method"]] == r["spearman_abs"]
+    assert got["spearman"]["random"] == [1.0] * len(ref["stages"])
+
+
 def test_errors_are_clear(model, tmp_path):
     r = cli("explain", MODEL, "--text", TEXT, "--method", "nope", check=False)
     assert r.returncode == 2
