@@ -150,12 +150,9 @@ struct LayerW {
   }
 };
 
-// What the backward pass needs of one layer's forward (Tr rows = tokens up to the seed position).
+// What the backward pass needs of one scan direction's forward.
 template <typename Real>
-struct LayerCache {
-  Buf<Real> h;      // (Tr, Dm) residual stream entering the layer
-  Buf<Real> rstd;   // (Tr) its RMSNorm 1/rms
-  Buf<Real> xz;     // (Tr, 2E) in_proj output [x | z], bias included
+struct DirCache {
   Buf<Real> delta;  // (Tr, E) Δ
   Buf<Real> xdbl;   // (Tr, R + 2N) [dt_low | B | C] as the scan uses them (after Falcon's norms)
   Buf<Real> ssm;    // (Tr, E) Σ_n h·C (no D term): the gate's other input is ssm + D·u
@@ -163,6 +160,17 @@ struct LayerCache {
   Buf<Real> dt_pre;  // (Tr, E) dt_low·W_dtᵀ + b_dt, the softplus input
   Buf<Real> xraw;    // (Tr, R + 2N) Falcon: x_proj output before the weightless norms
   Buf<Real> rstd3;   // (3, Tr) Falcon: 1/rms of dt_low, B, C
+};
+
+// What the backward pass needs of one layer's forward (Tr rows = tokens up to the seed position, or all of them for
+// a bidirectional stack).
+template <typename Real>
+struct LayerCache {
+  Buf<Real> h;      // (Tr, Dm) residual stream entering the layer
+  Buf<Real> rstd;   // (Tr) its RMSNorm 1/rms
+  Buf<Real> xz;     // (Tr, 2E) in_proj output [x | z], bias included
+  Buf<Real> y;      // (Tr, E) out_proj input, kept only for the epsilon / gamma rules
+  DirCache<Real> dir[2];  // forward direction; backward direction (bidirectional layers), in reversed token order
 };
 
 template <typename Real>
@@ -259,12 +267,106 @@ std::vector<Real> padded(const Real* src, int64_t Tr, int64_t T, int64_t W) {
   return v;
 }
 
+// Reverses the rows of a (T, W) array.
 template <typename Real>
-GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
-  const MambaConfig& cfg = m.config();
+void flip_rows(Real* dst, const Real* src, int64_t T, int64_t W) {
+  parallel_for(T, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) std::memcpy(dst + t * W, src + (T - 1 - t) * W, size_t(W) * sizeof(Real));
+  }, std::max<int64_t>(4, 4096 / std::max<int64_t>(1, W)));
+}
+
+// Everything of one run that the per-direction passes share.
+template <typename Real>
+struct Ctx {
+  int64_t Tr, E, N, K, R, XW;
+  bool falcon, full_ssm;
+  float mixer_eps;
+  SiluRule silu_rule;
+  Real gate_scale;
+  bool ssm_rule;
+  Buf<Real> conv, u, sig, du, dd, dxdbl;  // scratch (Tr, E) / (Tr, XW)
+};
+
+// One scan direction's forward over xz = [x | z] (Tr, 2E): conv, SiLU, x_proj (Falcon's norms), dt_proj, softplus,
+// the scan; writes the gated output y = (ssm + D·u)·SiLU(z) (Tr, E) and fills the cache.
+template <typename Real>
+void dir_forward(Ctx<Real>& x, DirCache<Real>& c, const LayerW<Real>& w, const Real* xz, Real* y) {
+  const int64_t Tr = x.Tr, E = x.E, N = x.N, R = x.R, XW = x.XW;
+  c.delta.resize(size_t(Tr * E)), c.xdbl.resize(size_t(Tr * XW)), c.ssm.resize(size_t(Tr * E));
+  conv1d_causal_forward(x.conv.data(), xz, w.conv_w, w.conv_b, Tr, E, x.K, 2 * E);
+  map_silu(x.u.data(), x.conv.data(), Tr * E);
+  Real* xd = c.xdbl.data();
+  if (x.falcon) {
+    Real* src = xd;  // normalised in place unless the backward needs the raw values
+    Real* r3 = nullptr;
+    if (x.full_ssm) {
+      c.xraw.resize(size_t(Tr * XW)), c.rstd3.resize(size_t(3 * Tr));
+      src = c.xraw.data(), r3 = c.rstd3.data();
+    }
+    linear_forward(src, x.u.data(), w.x_w, nullptr, Tr, E, XW);
+    rmsnorm_forward(xd, r3, src, nullptr, Tr, R, x.mixer_eps, XW, XW);
+    rmsnorm_forward(xd + R, r3 ? r3 + Tr : nullptr, src + R, nullptr, Tr, N, x.mixer_eps, XW, XW);
+    rmsnorm_forward(xd + R + N, r3 ? r3 + 2 * Tr : nullptr, src + R + N, nullptr, Tr, N, x.mixer_eps, XW, XW);
+  } else {
+    linear_forward(xd, x.u.data(), w.x_w, nullptr, Tr, E, XW);
+  }
+  linear_forward(c.delta.data(), xd, w.dt_w, w.dt_b, Tr, R, E, XW, E);
+  if (x.full_ssm) c.dt_pre.assign(c.delta.begin(), c.delta.end());
+  map_softplus(c.delta.data(), c.delta.data(), Tr * E);
+  scan_forward<Real>(c.ssm.data(), y, x.u.data(), c.delta.data(), w.A, xd + R, xd + R + N, XW, w.D, xz + E, 2 * E, Tr,
+                     E, N);
+}
+
+// One scan direction's backward: dy (Tr, E) = ∂̃f/∂(gated output), overwritten; writes dxz (Tr, 2E) = ∂̃f/∂[x | z].
+template <typename Real>
+void dir_backward(Ctx<Real>& x, Real* dxz, Real* dy, const DirCache<Real>& c, const LayerW<Real>& w, const Real* xz,
+                  double& bias_abs) {
+  const int64_t Tr = x.Tr, E = x.E, N = x.N, R = x.R, XW = x.XW;
+  const Real* xd = c.xdbl.data();
+  // Recompute conv, u = SiLU(conv) and σ(conv) (cheaper than caching them).
+  conv1d_causal_forward(x.conv.data(), xz, w.conv_w, w.conv_b, Tr, E, x.K, 2 * E);
+  map_silu_sigmoid(x.u.data(), x.sig.data(), x.conv.data(), Tr * E);
+  // Gate (half rule: scale ½) → ∂/∂(ssm + D·u) in place of dy, and ∂/∂z into the z half of dxz.
+  gate_backward(dy, dxz + E, dy, c.ssm.data(), x.u.data(), w.D, xz + E, Tr, E, 2 * E, 2 * E, x.gate_scale, x.silu_rule);
+  // Selective scan (SSM rule: Ā, B̄, C held constant → only du).
+  ScanBackwardArgs<Real> sb;
+  sb.T = Tr, sb.E = E, sb.N = N;
+  sb.u = x.u.data(), sb.delta = c.delta.data(), sb.A = w.A, sb.B = xd + R, sb.C = xd + R + N, sb.ld_bc = XW;
+  sb.D = w.D, sb.dpre = dy, sb.hold_params = x.ssm_rule, sb.du = x.du.data();
+  if (x.full_ssm) sb.ddelta = x.dd.data(), sb.dB = x.dxdbl.data() + R, sb.dC = x.dxdbl.data() + R + N, sb.ld_dbc = XW;
+  selective_scan_backward(sb);
+  if (x.full_ssm) {
+    // Δ = softplus(dt_low·W_dtᵀ + b_dt) → ∂/∂dt_low; Falcon's weightless norms; x_proj → du.
+    Real* dd = x.dd.data();
+    Real* dx = x.dxdbl.data();
+    softplus_backward(dd, dd, c.dt_pre.data(), Tr * E);
+    bias_abs += bias_dot(w.dt_b, dd, Tr, E, E);
+    linear_backward(dx, dd, w.dt_w, Tr, R, E, E, XW, false);
+    if (x.falcon) {
+      const Real* xr = c.xraw.data();
+      const Real* r3 = c.rstd3.data();
+      rmsnorm_backward(dx, dx, xr, r3, (const Real*)nullptr, Tr, R, false, false, XW, XW, XW);
+      rmsnorm_backward(dx + R, dx + R, xr + R, r3 + Tr, (const Real*)nullptr, Tr, N, false, false, XW, XW, XW);
+      rmsnorm_backward(dx + R + N, dx + R + N, xr + R + N, r3 + 2 * Tr, (const Real*)nullptr, Tr, N, false, false, XW,
+                       XW, XW);
+    }
+    linear_backward(x.du.data(), dx, w.x_w, Tr, E, XW, XW, E, true);
+  }
+  // u = SiLU(conv) (identity rule: σ(conv) held constant), then the transposed conv into the x half of dxz.
+  silu_backward(x.du.data(), x.du.data(), x.conv.data(), Tr * E, x.silu_rule, (const Real*)x.sig.data());
+  bias_abs += bias_dot(w.conv_b, x.du.data(), Tr, E, E);
+  conv1d_causal_backward(dxz, x.du.data(), w.conv_w, Tr, E, x.K, 2 * E);
+}
+
+template <typename Real>
+GradResultT<Real> run(const GradStack& st, const GradRequest& req) {
+  const MambaConfig& cfg = st.cfg;
   const int64_t Dm = cfg.d_model, E = cfg.d_inner, N = cfg.d_state, K = cfg.d_conv, R = cfg.dt_rank, V = cfg.vocab,
                 L = cfg.n_layer, XW = R + 2 * N;
   const LrpRules& rules = req.rules;
+  const bool bidir = !st.backward.empty();
+  if (int64_t(st.layers.size()) != L || (bidir && int64_t(st.backward.size()) != L) || !st.norm_f)
+    throw Error("gradient", "inconsistent layer stack");
 
   // ---- validate the request ----
   int64_t T = 0;
@@ -278,6 +380,7 @@ GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
       throw Error("embeds", "has " + std::to_string(T) + " rows but " + std::to_string(req.ids.size()) +
                                 " token ids are given (give no ids, or as many as rows)");
   } else {
+    if (!st.embedding) throw Error("input", "this model takes input embeddings, not token ids");
     T = int64_t(req.ids.size());
     if (T == 0) throw Error("input", "no tokens to run");
     for (int32_t id : req.ids)
@@ -303,54 +406,53 @@ GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
   if (req.embeds) {
     for (int64_t k = 0; k < T * Dm; ++k) res.embeds[size_t(k)] = Real(req.embeds->data[size_t(k)]);
   } else {
-    const float* emb = m.embedding().p;
+    const float* emb = st.embedding->p;
     for (int64_t t = 0; t < T; ++t)
       for (int64_t d = 0; d < Dm; ++d) res.embeds[size_t(t * Dm + d)] = Real(emb[int64_t(req.ids[size_t(t)]) * Dm + d]);
   }
 
-  // Causality: tokens after the seed position do not influence f; run only up to it.
-  const int64_t Tr = pos + 1;
-  const bool full_ssm = !rules.ssm;  // backward through Δ, B, C (and x_proj, dt_proj)
-  const SiluRule silu_rule = rules.silu ? SiluRule::Identity : SiluRule::Exact;
+  // Causality: tokens after the seed position do not influence f in a causal stack; run only up to it. A
+  // bidirectional stack needs every token.
+  const int64_t Tr = bidir ? T : pos + 1;
   const auto linear_rule = rules.linear;
+  const Real dir_scale = bidir && st.divide_out ? Real(0.5) : Real(1);
+  Ctx<Real> x;
+  x.Tr = Tr, x.E = E, x.N = N, x.K = K, x.R = R, x.XW = XW;
+  x.falcon = cfg.falcon, x.full_ssm = !rules.ssm, x.mixer_eps = cfg.mixer_rms_eps;
+  x.silu_rule = rules.silu ? SiluRule::Identity : SiluRule::Exact;
+  x.gate_scale = rules.gate ? Real(0.5) : Real(1);
+  x.ssm_rule = rules.ssm;
+  x.conv.resize(size_t(Tr * E)), x.u.resize(size_t(Tr * E)), x.sig.resize(size_t(Tr * E)), x.du.resize(size_t(Tr * E));
+  if (x.full_ssm) x.dd.resize(size_t(Tr * E)), x.dxdbl.resize(size_t(Tr * XW));
 
   // ---- forward with caches ----
   std::vector<LayerCache<Real>> cache(static_cast<size_t>(L));
-  Buf<Real> normed(size_t(Tr * Dm)), conv(size_t(Tr * E)), u(size_t(Tr * E)), y(size_t(Tr * E)), mix(size_t(Tr * Dm));
-  Buf<Real> h_last(size_t(Tr * Dm));
+  Buf<Real> normed(size_t(Tr * Dm)), y(size_t(Tr * E)), mix(size_t(Tr * Dm)), h_last(size_t(Tr * Dm));
+  Buf<Real> xzr, yb;  // bidirectional: the reversed [x | z] and the backward direction's output
+  if (bidir) xzr.resize(size_t(Tr * 2 * E)), yb.resize(size_t(Tr * E));
   for (int64_t l = 0; l < L; ++l) {
     LayerCache<Real>& c = cache[size_t(l)];
     c.h.resize(size_t(Tr * Dm)), c.rstd.resize(size_t(Tr)), c.xz.resize(size_t(Tr * 2 * E));
-    c.delta.resize(size_t(Tr * E)), c.xdbl.resize(size_t(Tr * XW)), c.ssm.resize(size_t(Tr * E));
   }
   if (L > 0) std::memcpy(cache[0].h.data(), res.embeds.data(), size_t(Tr * Dm) * sizeof(Real));
   for (int64_t l = 0; l < L; ++l) {
-    const LayerW<Real> w(m.layer(l), req.zero_biases);
+    const LayerW<Real> w(*st.layers[size_t(l)], req.zero_biases);
     LayerCache<Real>& c = cache[size_t(l)];
     rmsnorm_forward(normed.data(), c.rstd.data(), c.h.data(), w.norm, Tr, Dm, cfg.norm_eps);
     linear_forward(c.xz.data(), normed.data(), w.in_w, w.in_b, Tr, Dm, 2 * E);
-    conv1d_causal_forward(conv.data(), c.xz.data(), w.conv_w, w.conv_b, Tr, E, K, 2 * E);
-    map_silu(u.data(), conv.data(), Tr * E);
-    Real* xd = c.xdbl.data();
-    if (cfg.falcon) {
-      Real* src = xd;  // normalised in place unless the backward needs the raw values
-      Real* r3 = nullptr;
-      if (full_ssm) {
-        c.xraw.resize(size_t(Tr * XW)), c.rstd3.resize(size_t(3 * Tr));
-        src = c.xraw.data(), r3 = c.rstd3.data();
-      }
-      linear_forward(src, u.data(), w.x_w, nullptr, Tr, E, XW);
-      rmsnorm_forward(xd, r3, src, nullptr, Tr, R, cfg.mixer_rms_eps, XW, XW);
-      rmsnorm_forward(xd + R, r3 ? r3 + Tr : nullptr, src + R, nullptr, Tr, N, cfg.mixer_rms_eps, XW, XW);
-      rmsnorm_forward(xd + R + N, r3 ? r3 + 2 * Tr : nullptr, src + R + N, nullptr, Tr, N, cfg.mixer_rms_eps, XW, XW);
-    } else {
-      linear_forward(xd, u.data(), w.x_w, nullptr, Tr, E, XW);
+    dir_forward(x, c.dir[0], w, c.xz.data(), y.data());
+    if (bidir) {
+      const LayerW<Real> wb(*st.backward[size_t(l)], req.zero_biases);
+      flip_rows(xzr.data(), c.xz.data(), Tr, 2 * E);
+      dir_forward(x, c.dir[1], wb, xzr.data(), yb.data());
+      Real* yp = y.data();
+      const Real* bp = yb.data();
+      parallel_for(Tr, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t e = 0; e < E; ++e) yp[t * E + e] = dir_scale * (yp[t * E + e] + bp[(Tr - 1 - t) * E + e]);
+      }, std::max<int64_t>(4, 4096 / std::max<int64_t>(1, E)));
     }
-    linear_forward(c.delta.data(), xd, w.dt_w, w.dt_b, Tr, R, E, XW, E);
-    if (full_ssm) c.dt_pre.assign(c.delta.begin(), c.delta.end());
-    map_softplus(c.delta.data(), c.delta.data(), Tr * E);
-    scan_forward<Real>(c.ssm.data(), y.data(), u.data(), c.delta.data(), w.A, xd + R, xd + R + N, XW, w.D,
-                       c.xz.data() + E, 2 * E, Tr, E, N);
+    if (linear_rule != LrpRules::Linear::Zero) c.y.assign(y.begin(), y.end());
     linear_forward(mix.data(), y.data(), w.out_w, w.out_b, Tr, E, Dm);
     Real* hn = l + 1 < L ? cache[size_t(l + 1)].h.data() : h_last.data();
     const Real* hc = c.h.data();
@@ -362,9 +464,9 @@ GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
 
   // Final norm at the seed position, and f.
   std::vector<Real> nf_w(static_cast<size_t>(Dm)), seed(static_cast<size_t>(Dm));
-  for (int64_t d = 0; d < Dm; ++d) nf_w[size_t(d)] = Real(m.norm_f().p[d]), seed[size_t(d)] = Real(req.seed[size_t(d)]);
+  for (int64_t d = 0; d < Dm; ++d) nf_w[size_t(d)] = Real(st.norm_f->p[d]), seed[size_t(d)] = Real(req.seed[size_t(d)]);
   const Real* nfw = nullptr;
-  if constexpr (std::is_same_v<Real, float>) nfw = m.norm_f().p;
+  if constexpr (std::is_same_v<Real, float>) nfw = st.norm_f->p;
   else nfw = nf_w.data();
   res.norm_f_at_pos.resize(size_t(Dm));
   Real rstd_f = 0;
@@ -385,32 +487,25 @@ GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
   row_dot(res.resid_relevance.data() + L * T, h_last.data(), g.data(), Tr, T, Dm);
   release(h_last);
 
-  Buf<Real> dy(size_t(Tr * E)), du(size_t(Tr * E)), dxz(size_t(Tr * 2 * E)), dnormed(size_t(Tr * Dm)), sig(size_t(Tr * E));
-  Buf<Real> dd, dxdbl, gm;
-  if (full_ssm) dd.resize(size_t(Tr * E)), dxdbl.resize(size_t(Tr * XW));
+  Buf<Real> dy(size_t(Tr * E)), dxz(size_t(Tr * 2 * E)), dnormed(size_t(Tr * Dm));
+  Buf<Real> gm, dyb, dxzb;
   if (linear_rule == LrpRules::Linear::Epsilon) gm.resize(size_t(Tr * Dm));
-  const Real gate_scale = rules.gate ? Real(0.5) : Real(1);
+  if (bidir) dyb.resize(size_t(Tr * E)), dxzb.resize(size_t(Tr * 2 * E));
   double bias_abs = 0.0;
 
   for (int64_t l = L - 1; l >= 0; --l) {
-    const LayerW<Real> w(m.layer(l), req.zero_biases);
+    const LayerW<Real> w(*st.layers[size_t(l)], req.zero_biases);
     LayerCache<Real>& c = cache[size_t(l)];
-    const Real* xd = c.xdbl.data();
-    // Recompute conv, u = SiLU(conv) and σ(conv) (cheaper than caching them).
-    conv1d_causal_forward(conv.data(), c.xz.data(), w.conv_w, w.conv_b, Tr, E, K, 2 * E);
-    map_silu_sigmoid(u.data(), sig.data(), conv.data(), Tr * E);
-    if (linear_rule != LrpRules::Linear::Zero)  // the out_proj input y, for the ε / γ rules
-      gated_output(y.data(), c.ssm.data(), u.data(), w.D, c.xz.data(), Tr, E);
 
     // out_proj: mix = y·W_outᵀ + b, ∂/∂mix = g.
     if (linear_rule == LrpRules::Linear::Gamma) {
       std::fill(dy.begin(), dy.end(), Real(0));
-      linear_gamma_backward(dy.data(), g.data(), y.data(), w.out_w, w.out_b, Tr, E, Dm, E, Dm, E, rules.gamma, false,
+      linear_gamma_backward(dy.data(), g.data(), c.y.data(), w.out_w, w.out_b, Tr, E, Dm, E, Dm, E, rules.gamma, false,
                             &bias_abs);
     } else {
       const Real* gsrc = g.data();
       if (linear_rule == LrpRules::Linear::Epsilon) {
-        linear_forward(mix.data(), y.data(), w.out_w, w.out_b, Tr, E, Dm);
+        linear_forward(mix.data(), c.y.data(), w.out_w, w.out_b, Tr, E, Dm);
         std::copy(g.begin(), g.end(), gm.begin());
         epsilon_rescale(gm.data(), mix.data(), Tr, Dm, Dm, Dm, rules.epsilon);
         gsrc = gm.data();
@@ -425,41 +520,23 @@ GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
     }
     if (req.keep_layer_grads) res.grad_y[size_t(l)] = padded(dy.data(), Tr, T, E);
 
-    // Gate (half rule: scale ½) → ∂/∂(ssm + D·u) in place of dy, and ∂/∂z into the z half of dxz.
-    gate_backward(dy.data(), dxz.data() + E, dy.data(), c.ssm.data(), u.data(), w.D, c.xz.data() + E, Tr, E, 2 * E,
-                  2 * E, gate_scale, silu_rule);
-
-    // Selective scan (SSM rule: Ā, B̄, C held constant → only du).
-    ScanBackwardArgs<Real> sb;
-    sb.T = Tr, sb.E = E, sb.N = N;
-    sb.u = u.data(), sb.delta = c.delta.data(), sb.A = w.A, sb.B = xd + R, sb.C = xd + R + N, sb.ld_bc = XW;
-    sb.D = w.D, sb.dpre = dy.data(), sb.hold_params = rules.ssm, sb.du = du.data();
-    if (full_ssm) {
-      sb.ddelta = dd.data(), sb.dB = dxdbl.data() + R, sb.dC = dxdbl.data() + R + N, sb.ld_dbc = XW;
+    if (bidir) {  // y = s·(y_fwd + flip(y_bwd)): each direction gets s·dy, the backward one in its own order
+      flip_rows(dyb.data(), dy.data(), Tr, E);
+      if (dir_scale != Real(1))
+        for (int64_t k = 0; k < Tr * E; ++k) dy[size_t(k)] *= dir_scale, dyb[size_t(k)] *= dir_scale;
     }
-    selective_scan_backward(sb);
-
-    if (full_ssm) {
-      // Δ = softplus(dt_low·W_dtᵀ + b_dt) → ∂/∂dt_low; Falcon's weightless norms; x_proj → du.
-      softplus_backward(dd.data(), dd.data(), c.dt_pre.data(), Tr * E);
-      bias_abs += bias_dot(w.dt_b, dd.data(), Tr, E, E);
-      linear_backward(dxdbl.data(), dd.data(), w.dt_w, Tr, R, E, E, XW, false);
-      if (cfg.falcon) {
-        const Real* xr = c.xraw.data();
-        const Real* r3 = c.rstd3.data();
-        rmsnorm_backward(dxdbl.data(), dxdbl.data(), xr, r3, (const Real*)nullptr, Tr, R, false, false, XW, XW, XW);
-        rmsnorm_backward(dxdbl.data() + R, dxdbl.data() + R, xr + R, r3 + Tr, (const Real*)nullptr, Tr, N, false, false,
-                         XW, XW, XW);
-        rmsnorm_backward(dxdbl.data() + R + N, dxdbl.data() + R + N, xr + R + N, r3 + 2 * Tr, (const Real*)nullptr, Tr,
-                         N, false, false, XW, XW, XW);
-      }
-      linear_backward(du.data(), dxdbl.data(), w.x_w, Tr, E, XW, XW, E, true);
+    dir_backward(x, dxz.data(), dy.data(), c.dir[0], w, c.xz.data(), bias_abs);
+    if (bidir) {
+      const LayerW<Real> wb(*st.backward[size_t(l)], req.zero_biases);
+      flip_rows(xzr.data(), c.xz.data(), Tr, 2 * E);
+      dir_backward(x, dxzb.data(), dyb.data(), c.dir[1], wb, xzr.data(), bias_abs);
+      Real* dp = dxz.data();
+      const Real* bp = dxzb.data();
+      parallel_for(Tr, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t k = 0; k < 2 * E; ++k) dp[t * 2 * E + k] += bp[(Tr - 1 - t) * 2 * E + k];
+      }, std::max<int64_t>(4, 4096 / std::max<int64_t>(1, 2 * E)));
     }
-
-    // u = SiLU(conv) (identity rule: σ(conv) held constant), then the transposed conv into the x half of dxz.
-    silu_backward(du.data(), du.data(), conv.data(), Tr * E, silu_rule, (const Real*)sig.data());
-    bias_abs += bias_dot(w.conv_b, du.data(), Tr, E, E);
-    conv1d_causal_backward(dxz.data(), du.data(), w.conv_w, Tr, E, K, 2 * E);
 
     // in_proj: xz = normed·W_inᵀ + b.
     if (linear_rule == LrpRules::Linear::Gamma) {
@@ -486,7 +563,19 @@ GradResultT<Real> run(const MambaModel& m, const GradRequest& req) {
 
 }  // namespace
 
-GradResult mamba_gradient(const MambaModel& m, const GradRequest& req) { return run<float>(m, req); }
+GradStack grad_stack(const MambaModel& m) {
+  GradStack st;
+  st.cfg = m.config();
+  st.embedding = &m.embedding();
+  for (int64_t l = 0; l < st.cfg.n_layer; ++l) st.layers.push_back(&m.layer(l));
+  st.norm_f = &m.norm_f();
+  return st;
+}
+
+GradResult stack_gradient(const GradStack& st, const GradRequest& req) { return run<float>(st, req); }
+GradResultT<double> stack_gradient_f64(const GradStack& st, const GradRequest& req) { return run<double>(st, req); }
+
+GradResult mamba_gradient(const MambaModel& m, const GradRequest& req) { return run<float>(grad_stack(m), req); }
 
 void set_grad_workspace_limit(size_t bytes) { BufferPool::get().set_limit(bytes); }
 void release_grad_workspace() {
@@ -495,6 +584,8 @@ void release_grad_workspace() {
   p.set_limit(size_t(2) << 30);
 }
 
-GradResultT<double> mamba_gradient_f64(const MambaModel& m, const GradRequest& req) { return run<double>(m, req); }
+GradResultT<double> mamba_gradient_f64(const MambaModel& m, const GradRequest& req) {
+  return run<double>(grad_stack(m), req);
+}
 
 }  // namespace ssmx

@@ -70,6 +70,24 @@ GradResult mamba_gradient(const MambaModel& m, const GradRequest& req);
 // The same computation in double precision everywhere (slow): the reference for conservation tests.
 GradResultT<double> mamba_gradient_f64(const MambaModel& m, const GradRequest& req);
 
+// The engine's view of a model: optional token embeddings, a stack of pre-norm Mamba-1 layers, the final norm. A
+// stack with `backward` layers is Vision Mamba's bidirectional mixer (bimamba v2): the shared in_proj output is also
+// scanned in reverse token order with the backward direction's conv1d, x_proj, dt_proj, A and D (read from
+// backward[l]; its norm and projections are not used), the two gated outputs are added — halved when divide_out —
+// before the shared out_proj. MambaLRP's rules then apply per direction. Tokens after the seed position matter in a
+// bidirectional stack, so it always runs every token.
+struct GradStack {
+  MambaConfig cfg;                          // dims, eps, Falcon's mixer norms
+  const Param* embedding = nullptr;         // (V, Dm) for ids; null: requests must give embeds
+  std::vector<const MambaLayer*> layers;    // n_layer
+  std::vector<const MambaLayer*> backward;  // empty, or n_layer backward directions
+  bool divide_out = false;
+  const Param* norm_f = nullptr;            // (Dm)
+};
+GradStack grad_stack(const MambaModel& m);
+GradResult stack_gradient(const GradStack& st, const GradRequest& req);
+GradResultT<double> stack_gradient_f64(const GradStack& st, const GradRequest& req);
+
 // Workspace. Both functions keep their large buffers (per layer T·(Dm + 5E + R + 2N)·sizeof(Real) bytes of caches,
 // plus a few (T, E) scratch arrays) in a process-wide pool after a call, so that the next call reuses memory that is
 // already mapped instead of faulting in fresh pages (0.4 s per call at T = 1024 on a mamba-130m shape on the
