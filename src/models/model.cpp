@@ -26,7 +26,8 @@ std::string detect_family(const Checkpoint& ck) {
       throw Error(where, "ssm_cfg.layer " + c["ssm_cfg"]["layer"].dump() + " is not supported yet (supported: Mamba1)");
     return "mamba";
   }
-  // No config: recognise Mamba-1 by its tensors.
+  // No config: recognise Vision Mamba and Mamba-1 by their tensors.
+  if (ck.find("cls_token") && ck.find("patch_embed.proj.weight") && ck.find("layers.0.mixer.A_b_log")) return "vim";
   for (const char* n : {"backbone.layers.0.mixer.A_log", "layers.0.mixer.A_log"})
     if (const RawTensor* t = ck.find(n); t && t->shape.size() == 2) return "mamba";
   if (ck.config_path.empty()) throw Error(ck.path, "cannot tell the model family: no config.json and no Mamba tensors");
@@ -37,6 +38,7 @@ std::unique_ptr<CausalLM> load_causal_lm(const Checkpoint& ck) {
   const std::string fam = detect_family(ck);
   if (fam == "mamba") return MambaModel::load(ck, false);
   if (fam == "falcon_mamba") return MambaModel::load(ck, true);
+  if (fam == "vim") throw Error(ck.path, "this is a Vision Mamba (an image classifier), not a language model");
   throw Error(ck.path, "family '" + fam + "' is not supported");
 }
 

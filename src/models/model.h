@@ -54,7 +54,7 @@ class CausalLM {
 // Throws ssmx::Error naming config.json for an unknown model_type.
 std::unique_ptr<CausalLM> load_causal_lm(const Checkpoint& ck);
 
-// The family name load_causal_lm would pick ("mamba", "falcon_mamba"), or throws.
+// The family name ("mamba", "falcon_mamba", or "vim" for a Vision Mamba, which load_causal_lm refuses), or throws.
 std::string detect_family(const Checkpoint& ck);
 
 }  // namespace ssmx

@@ -1,0 +1,122 @@
+// Vision Mamba: the official .pth layout and safetensors load to the same model, whose logits and every named
+// activation match the PyTorch reference (scripts/make_vim_fixtures.py); bad files fail with one-line errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "../test_util.h"
+#include "core/error.h"
+#include "core/runtime.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "models/vim.h"
+
+using namespace ssmx;
+
+namespace {
+
+const std::string kDir = test::data_dir() + "/vim";
+
+struct Reference {
+  SafetensorsFile f = read_safetensors(kDir + "/reference.safetensors");
+  Tensor get(const std::string& name) const {
+    for (const auto& e : f.tensors)
+      if (e.first == name) return Tensor(e.second.shape, to_f32(e.second));
+    ADD_FAILURE() << "no reference tensor " << name;
+    return Tensor();
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> n;
+    for (const auto& e : f.tensors) n.push_back(e.first);
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST(Vim, MatchesTheReferenceFromPthAndSafetensors) {
+  const Reference ref;
+  const Tensor pixels = ref.get("pixels");
+  std::vector<float> logits_pth;
+  for (const char* file : {"vim-tiny-random.pth", "vim-tiny-random.safetensors"}) {
+    const Checkpoint ck = open_checkpoint(kDir + "/" + file);
+    EXPECT_EQ(detect_family(ck), "vim");
+    EXPECT_THROW(load_causal_lm(ck), Error);
+    auto m = VimModel::load(ck);
+    const VimConfig& c = m->config();
+    EXPECT_EQ(c.n_tokens, 17);
+    EXPECT_EQ(c.cls_index, 8);
+    EXPECT_EQ(c.img_h, 32);
+    EXPECT_EQ(c.size, "custom");
+    VimForwardOptions o;
+    o.keep_activations = true;
+    const VimForwardResult r = m->forward(pixels, o);
+    const Tensor want = ref.get("logits");
+    EXPECT_LT(test::parity_error(r.logits.ptr(), want.ptr(), want.numel()), 1e-4) << file;
+    int compared = 0;
+    for (const std::string& n : ref.names()) {
+      if (n == "pixels" || n == "logits") continue;
+      auto it = r.acts.find(n);
+      ASSERT_NE(it, r.acts.end()) << "no activation " << n;
+      const Tensor w = ref.get(n);
+      ASSERT_EQ(it->second.numel(), w.numel()) << n;
+      EXPECT_LT(test::parity_error(it->second.ptr(), w.ptr(), w.numel()), 1e-4) << n << " from " << file;
+      ++compared;
+    }
+    EXPECT_GT(compared, 40);
+    if (logits_pth.empty()) logits_pth = r.logits.data;
+    else EXPECT_EQ(r.logits.data, logits_pth);  // both layouts hold the same f32 weights
+  }
+}
+
+TEST(Vim, ThreadCountDoesNotChangeResults) {
+  const Reference ref;
+  const Checkpoint ck = open_checkpoint(kDir + "/vim-tiny-random.safetensors");
+  auto m = VimModel::load(ck);
+  const int before = num_threads();
+  set_num_threads(1);
+  const Tensor a = m->forward(ref.get("pixels")).logits;
+  set_num_threads(2);
+  const Tensor b = m->forward(ref.get("pixels")).logits;
+  set_num_threads(before);
+  EXPECT_EQ(a.data, b.data);
+}
+
+TEST(Vim, BadInputsGiveOneLineErrors) {
+  const Reference ref;
+  // A pickle naming os.system (in the 'args' entry) is refused before anything else happens.
+  try {
+    open_checkpoint(kDir + "/vim-evil.pth");
+    FAIL() << "the evil checkpoint loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("system"), std::string::npos) << e.what();
+  }
+  const Checkpoint ck = open_checkpoint(kDir + "/vim-tiny-random.safetensors");
+  auto m = VimModel::load(ck);
+  EXPECT_THROW(m->forward(Tensor({3, 16, 16})), Error);
+  EXPECT_THROW(m->forward_tokens(Tensor({5, 32})), Error);
+  // A tensor of the wrong shape: rewrite the file with one transposed weight.
+  test::TempDir td;
+  std::vector<SafetensorsEntry> entries;
+  std::vector<std::vector<float>> keep;
+  for (const auto& [name, t] : ck.tensors) {
+    keep.push_back(to_f32(t));
+    std::vector<int64_t> shape = t.shape;
+    if (name == "layers.1.mixer.x_proj_b.weight") std::swap(shape[0], shape[1]);
+    entries.push_back(make_f32_entry(name, shape, keep.back().data()));
+  }
+  const std::string bad = td.file("bad.safetensors");
+  write_safetensors(bad, entries);
+  try {
+    VimModel::load(open_checkpoint(bad));
+    FAIL();
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("x_proj_b.weight"), std::string::npos) << w;
+    EXPECT_NE(w.find("bad.safetensors"), std::string::npos) << w;
+  }
+  // A Mamba language model is not a Vim.
+  EXPECT_FALSE(VimModel::detect(open_checkpoint(test::data_dir() + "/models/mamba-f32-safetensors")));
+}
