@@ -9,6 +9,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/runtime.h"
+#include "models/imagenet_classes.h"
 
 namespace ssmx::cli {
 
@@ -39,6 +40,37 @@ std::string human_count(int64_t n) {
   return buf;
 }
 
+// Top-k classes of a Vision Mamba (ImageNet names when the head has 1000 classes).
+void predict_image(const Loaded& m, const ImageSpec& img, int top_k, const std::string& logits_out,
+                   const std::string& model) {
+  if (!img.given()) throw Error("predict", model + " is a Vision Mamba: give --image FILE or --pixels FILE.npy");
+  const LoadedImage in = load_image_input(img, *m.vim);
+  const auto t0 = std::chrono::steady_clock::now();
+  const VimForwardResult r = m.vim->forward(in.pixels);
+  log_verbose("forward: " + std::to_string(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()) + " ms");
+  const int64_t C = r.logits.numel();
+  const float* l = r.logits.ptr();
+  double mx = -INFINITY, z = 0.0;
+  for (int64_t c = 0; c < C; ++c) mx = std::max(mx, double(l[c]));
+  for (int64_t c = 0; c < C; ++c) z += std::exp(double(l[c]) - mx);
+  std::vector<int32_t> order(static_cast<size_t>(C));
+  std::iota(order.begin(), order.end(), 0);
+  const int64_t k = std::min<int64_t>(top_k, C);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+  if (!logits_out.empty()) write_npy_atomic(logits_out, l, r.logits.shape);
+  std::printf("input:  %s (%lldx%lld)\n", (img.image.empty() ? img.pixels : img.image).c_str(),
+              (long long)m.vim->config().img_w, (long long)m.vim->config().img_h);
+  std::printf("top %lld of %lld classes:\n", (long long)k, (long long)C);
+  for (int64_t i = 0; i < k; ++i) {
+    const int32_t c = order[size_t(i)];
+    const std::string name = C == 1000 ? imagenet_class_name(c) : "";
+    std::printf("  %2lld. class %-5d %-28s p=%.4f  logit=%.4f\n", (long long)(i + 1), c,
+                name.empty() ? "" : ("\"" + name + "\"").c_str(), std::exp(double(l[c]) - mx) / z, l[c]);
+  }
+  if (!logits_out.empty()) std::printf("logits [%lld] written to %s\n", (long long)C, logits_out.c_str());
+}
+
 }  // namespace
 
 void register_info(CLI::App& app, Globals& g) {
@@ -50,7 +82,7 @@ void register_info(CLI::App& app, Globals& g) {
   sub->callback([&g, model, as_json] {
     apply_globals(g);
     Loaded m = load_model(*model);
-    const ModelInfo& info = m.model->info();
+    const ModelInfo& info = m.info();
     nlohmann::ordered_json j;
     j["path"] = *model;
     j["family"] = info.family;
@@ -75,7 +107,7 @@ void register_info(CLI::App& app, Globals& g) {
     for (const auto& [k, v] : info.dims) dims += (dims.empty() ? "" : ", ") + k + " " + std::to_string(v);
     std::printf("sizes:        %s\n", dims.c_str());
     std::printf("parameters:   %s (%lld)%s\n", human_count(info.n_params).c_str(), (long long)info.n_params,
-                info.tied_head ? ", head tied to the embedding" : ", untied head");
+                m.vim ? ", class head with bias" : info.tied_head ? ", head tied to the embedding" : ", untied head");
     std::printf("dtype:        %s (computed in float32)\n", m.ck.dtype_summary().c_str());
     std::printf("layout:       %s, %zu file%s, %s\n", m.ck.layout.c_str(), m.ck.files.size(), m.ck.files.size() == 1 ? "" : "s",
                 human_bytes(m.ck.total_bytes()).c_str());
@@ -136,16 +168,23 @@ void register_predict(CLI::App& app, Globals& g) {
     InputSpec in;
     int top_k = 5;
     std::string logits_out;
+    ImageSpec img;
   };
   auto* o = new Opts;
   sub->add_option("MODEL", o->model, "Model directory or weights file")->required();
   add_input_options(sub, o->in);
+  add_image_options(sub, o->img);
   sub->add_option("-k,--top-k", o->top_k, "How many next tokens to show")->check(CLI::Range(1, 1000))->capture_default_str();
   sub->add_option("--logits-out", o->logits_out, "Write float32 logits of shape [T, V] to this .npy file");
   sub->callback([&g, o] {
     apply_globals(g);
-    if (o->in.text.empty() && o->in.ids.empty()) throw Error("predict", "give --text STR or --ids 1,2,3");
     Loaded m = load_model(o->model);
+    if (m.vim) {
+      predict_image(m, o->img, o->top_k, o->logits_out, o->model);
+      return;
+    }
+    if (o->img.given()) throw Error("--image", o->model + " is a language model; give --text or --ids");
+    if (o->in.text.empty() && o->in.ids.empty()) throw Error("predict", "give --text STR or --ids 1,2,3");
     std::vector<int32_t> ids = resolve_input(m, o->in, o->model);
     ForwardOptions fo;
     fo.all_logits = !o->logits_out.empty();

@@ -8,6 +8,7 @@
 #include "api/explain_report.h"
 #include "core/error.h"
 #include "core/runtime.h"
+#include "io/image.h"
 #include "io/npy.h"
 
 namespace ssmx::cli {
@@ -17,11 +18,53 @@ Loaded load_model(const std::string& path, bool need_model) {
   Loaded m;
   m.ck = open_checkpoint(path);
   if (!m.ck.tokenizer_path.empty()) m.tok = Tokenizer::from_file(m.ck.tokenizer_path);
-  if (need_model) m.model = load_causal_lm(m.ck);
+  if (need_model) {
+    if (detect_family(m.ck) == "vim") m.vim = VimModel::load(m.ck);
+    else m.model = load_causal_lm(m.ck);
+  }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   log_verbose("loaded " + path + " (" + m.ck.layout + ", " + std::to_string(m.ck.tensors.size()) + " tensors) in " +
               std::to_string(int(ms)) + " ms");
   return m;
+}
+
+void add_image_options(CLI::App* sub, ImageSpec& in) {
+  auto* a = sub->add_option("--image", in.image, "Input image (JPEG or PNG) for a Vision Mamba");
+  auto* b = sub->add_option("--pixels", in.pixels, "Preprocessed input, float32 [3, H, W] .npy (bit-exact comparisons)");
+  a->excludes(b);
+  b->excludes(a);
+  sub->add_option("--transform", in.transform,
+                  "Image transform: deit (shorter side to H/0.875, bicubic; centre crop) or resize (H×W, no crop)")
+      ->capture_default_str();
+}
+
+LoadedImage load_image_input(const ImageSpec& in, const VimModel& m) {
+  const VimConfig& c = m.config();
+  LoadedImage out;
+  if (!in.pixels.empty()) {
+    out.pixels = load_pixels_npy(in.pixels, int(c.img_h), int(c.img_w));
+    return out;
+  }
+  if (in.image.empty()) throw Error("input", "give --image FILE or --pixels FILE.npy for a Vision Mamba");
+  ImageTransform t;
+  if (in.transform == "deit") t = ImageTransform::deit_eval(int(c.img_h));
+  else if (in.transform == "resize") t.resize = 0, t.crop = 0;
+  else throw Error("--transform", "unknown transform '" + in.transform + "' (deit or resize)");
+  if (in.transform == "resize") {
+    Image src = load_image_rgb(in.image);
+    Image sized = resize_bicubic_pil(src, int(c.img_w), int(c.img_h));
+    out.pixels = image_to_tensor(sized, t.mean, t.std);
+    out.crop = std::move(sized);
+  } else {
+    PreparedImage p = load_and_preprocess(in.image, t);
+    out.pixels = std::move(p.pixels);
+    out.crop = std::move(p.crop);
+  }
+  if (out.pixels.shape != std::vector<int64_t>{3, c.img_h, c.img_w})
+    throw Error(in.image, "the transform gave " + shape_str(out.pixels.shape) + ", not the model's [3, " +
+                              std::to_string(c.img_h) + ", " + std::to_string(c.img_w) +
+                              "] (DeiT does not resize inputs of 32 pixels or less); use --transform resize");
+  return out;
 }
 
 void add_input_options(CLI::App* sub, InputSpec& in) {

@@ -7,9 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "core/rgb_image.h"
 #include "io/checkpoint.h"
 #include "io/tokenizer.h"
 #include "models/model.h"
+#include "models/vim.h"
 
 namespace ssmx::cli {
 
@@ -18,11 +20,14 @@ struct Globals {
   bool verbose = false;
 };
 
-// A loaded model directory: weights, the model, and the tokenizer if one ships with it.
+// A loaded model directory: weights, the model (a language model, or a Vision Mamba in `vim`), and the tokenizer if
+// one ships with it.
 struct Loaded {
   Checkpoint ck;
-  std::unique_ptr<CausalLM> model;
+  std::unique_ptr<CausalLM> model;  // null for a Vision Mamba
+  std::unique_ptr<VimModel> vim;    // set for a Vision Mamba
   std::optional<Tokenizer> tok;
+  const ModelInfo& info() const { return vim ? vim->info() : model->info(); }
 };
 Loaded load_model(const std::string& path, bool need_model = true);
 
@@ -34,6 +39,21 @@ struct InputSpec {
 void add_input_options(CLI::App* sub, InputSpec& in);
 // Token ids for the input; offsets filled when text was given.
 std::vector<int32_t> resolve_input(const Loaded& m, const InputSpec& in, const std::string& model_path);
+
+// Image input of the vision commands: a JPEG/PNG file (DeiT evaluation transform) or preprocessed pixels.
+struct ImageSpec {
+  std::string image;   // --image FILE
+  std::string pixels;  // --pixels FILE.npy, float32 [3, H, W]
+  std::string transform = "deit";  // deit (resize the shorter side to H/0.875, centre crop) or resize (to H×W, no crop)
+  bool given() const { return !image.empty() || !pixels.empty(); }
+};
+void add_image_options(CLI::App* sub, ImageSpec& in);
+// Pixels [3, H, W] for the model, and the (un-normalised) RGB crop they were made from (empty for --pixels).
+struct LoadedImage {
+  Tensor pixels;
+  Image crop;
+};
+LoadedImage load_image_input(const ImageSpec& in, const VimModel& m);
 
 // Parses "1,2,3" (spaces allowed); throws ssmx::Error on anything else.
 std::vector<int32_t> parse_id_list(const std::string& s);
