@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "attribution/bidirectional.h"
 #include "attribution/hidden_attention.h"
 #include "attribution/mamba_trace.h"
 #include "core/error.h"
@@ -91,9 +92,11 @@ ResolvedTarget resolve_target(const MambaModel& m, const ClassHead* head, const 
   return r;
 }
 
-GradRequest base_request(const std::vector<int32_t>& ids, const ResolvedTarget& rt, const ExplainOptions& o) {
+GradRequest base_request(const std::vector<int32_t>& ids, const Tensor& embeds, const ResolvedTarget& rt,
+                         const ExplainOptions& o) {
   GradRequest q;
   q.ids = ids;
+  if (ids.empty()) q.embeds = &embeds;
   q.position = rt.t.position;
   q.seed = rt.seed;
   q.zero_biases = o.zero_biases;
@@ -130,20 +133,166 @@ struct LayerMaps {
   std::vector<std::vector<float>> rows;   // official: per layer ≥ start, the published row reduction (T)
 };
 
+// What the attention methods read of one layer: its hidden attention, however the layer is built (a causal Mamba
+// mixer, or Vision Mamba's two directions).
+struct LayerAttention {
+  virtual ~LayerAttention() = default;
+  virtual int64_t channels() const = 0;
+  virtual Tensor mean_map(AttnKind k) const = 0;                       // (T, T) channel mean
+  virtual Tensor mean_row(AttnKind k, int64_t pos) const = 0;          // (T) channel mean of row pos
+  virtual Tensor rows(AttnKind k, int64_t pos, bool published) const = 0;  // (E, T); published: the official rows
+};
+
+struct MambaLayerAttention : LayerAttention {
+  MixerTrace tr;
+  int64_t channels() const override { return tr.E; }
+  Tensor mean_map(AttnKind k) const override { return hidden_attention_reduce(tr, k, AttnReduce::Mean, 0, tr.E); }
+  Tensor mean_row(AttnKind k, int64_t pos) const override {
+    return hidden_attention_row_reduce(tr, k, AttnReduce::Mean, pos, 0, tr.E);
+  }
+  // System 1's row leaves out the query's own decay and the diagonal (s6); the unified code's row is exact.
+  Tensor rows(AttnKind k, int64_t pos, bool published) const override {
+    return hidden_attention_row(tr, k, pos, 0, tr.E,
+                                published && k == AttnKind::S6 ? AttnCompat::HiddenAttnRow : AttnCompat::None);
+  }
+};
+
+struct VimLayerAttention : LayerAttention {
+  BidirTrace bt;
+  int64_t channels() const override { return bt.fwd.E; }
+  Tensor mean_map(AttnKind k) const override { return bidir_attention_reduce(bt, k, AttnReduce::Mean, 0, bt.fwd.E); }
+  Tensor mean_row(AttnKind k, int64_t pos) const override {
+    return bidir_attention_row_reduce(bt, k, AttnReduce::Mean, pos, 0, bt.fwd.E);
+  }
+  // The published class-token rows are stitched from the two directions (hidden-attention.md §2.2, §3.2).
+  Tensor rows(AttnKind k, int64_t pos, bool published) const override {
+    const BidirCompat c = !published ? BidirCompat::None
+                          : k == AttnKind::S6 ? BidirCompat::HiddenAttnStitched : BidirCompat::Stitched;
+    return bidir_attention_row(bt, k, pos, 0, bt.fwd.E, c);
+  }
+};
+
+// A model as explain() sees it: the input embeddings, target resolution, the gradient engine and the layers' hidden
+// attention. One implementation per family (Mamba / Falcon-Mamba on token ids; Vision Mamba on image tokens).
+struct Backend {
+  int64_t T = 0, Dm = 0, L = 0, E = 0;
+  std::vector<int32_t> ids;  // empty for images
+  Tensor embeds;             // (T, Dm) the input embeddings
+  virtual ~Backend() = default;
+  virtual ResolvedTarget resolve(const Target& want, bool zero_biases) const = 0;
+  virtual GradResult gradient(const GradRequest& q) const = 0;
+  virtual const float* embedding_row(int64_t id) const = 0;  // token baselines; nullptr when there is no vocabulary
+  virtual int64_t vocab() const = 0;
+  virtual void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const = 0;
+};
+
+struct MambaBackend : Backend {
+  const MambaModel& m;
+  const ClassHead* head;
+  MambaBackend(const MambaModel& model, const ClassHead* h, const std::vector<int32_t>& in) : m(model), head(h) {
+    const MambaConfig& c = m.config();
+    T = int64_t(in.size()), Dm = c.d_model, L = c.n_layer, E = c.d_inner;
+    ids = in;
+    embeds = Tensor({T, Dm});
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t id = ids[size_t(t)];
+      if (id < 0 || id >= c.vocab)
+        throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(c.vocab));
+      std::copy(m.embedding().p + id * Dm, m.embedding().p + (id + 1) * Dm, embeds.ptr() + t * Dm);
+    }
+  }
+  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
+    return resolve_target(m, head, ids, want, zero_biases);
+  }
+  GradResult gradient(const GradRequest& q) const override { return mamba_gradient(m, q); }
+  const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
+  int64_t vocab() const override { return m.config().vocab; }
+  void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.layer_hook = [&](int64_t layer, const std::map<std::string, Tensor>& acts) {
+      if (layer < start) return;
+      MambaLayerAttention la;
+      la.tr = make_mixer_trace(m, acts, layer);
+      f(layer, la);
+    };
+    m.forward(ids, fo);
+  }
+};
+
+struct VimBackend : Backend {
+  const VimModel& m;
+  VimBackend(const VimModel& model, const Tensor& pixels) : m(model) {
+    const VimConfig& c = m.config();
+    T = c.n_tokens, Dm = c.d_model, L = c.n_layer, E = c.d_inner;
+    embeds = m.embed(pixels);
+  }
+  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
+    if (want.kind != Target::Kind::Class)
+      throw Error("--target", "a Vision Mamba explains a class of its head: use --class C (or the predicted class)");
+    const VimConfig& c = m.config();
+    const VimForwardResult fr = m.forward_tokens(embeds);
+    ResolvedTarget r;
+    r.t = want;
+    r.t.position = c.cls_index;
+    r.logits = fr.logits.data;
+    if (r.t.cls < 0) r.t.cls = int64_t(std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin());
+    if (r.t.cls >= c.n_classes)
+      throw Error("--class", "class " + std::to_string(r.t.cls) + " does not exist (the head has " +
+                                 std::to_string(c.n_classes) + " classes)");
+    r.seed.assign(m.head_w().p + r.t.cls * Dm, m.head_w().p + (r.t.cls + 1) * Dm);
+    if (!zero_biases) r.bias = m.head_b().p[r.t.cls];
+    const float* hid = fr.final_hidden.ptr() + c.cls_index * Dm;
+    double f = 0;
+    for (int64_t d = 0; d < Dm; ++d) f += double(r.seed[size_t(d)]) * double(hid[d]);
+    r.f = f + r.bias;
+    return r;
+  }
+  GradResult gradient(const GradRequest& q) const override { return stack_gradient(grad_stack(m), q); }
+  const float* embedding_row(int64_t) const override { return nullptr; }
+  int64_t vocab() const override { return 0; }
+  void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
+    const VimConfig& c = m.config();
+    VimForwardOptions fo;
+    fo.layer_hook = [&](int64_t layer, const std::map<std::string, Tensor>& acts) {
+      if (layer < start) return;
+      const std::string p = "layers." + std::to_string(layer) + ".";
+      auto get = [&](const std::string& n) -> const Tensor& {
+        auto it = acts.find(p + n);
+        if (it == acts.end()) throw Error("hidden attention", "activation '" + p + n + "' was not kept");
+        return it->second;
+      };
+      const Tensor &x = get("x"), &z = get("z");
+      std::vector<float> xr(x.data.size()), zr(z.data.size());
+      for (int64_t t = 0; t < T; ++t) {
+        std::copy(x.ptr() + (T - 1 - t) * E, x.ptr() + (T - t) * E, xr.data() + t * E);
+        std::copy(z.ptr() + (T - 1 - t) * E, z.ptr() + (T - t) * E, zr.data() + t * E);
+      }
+      VimLayerAttention la;
+      auto fill = [&](MixerTrace& tr, const MambaLayer& w, const std::string& d, const float* xx, const float* zz) {
+        tr.T = T, tr.E = E, tr.N = c.d_state, tr.K = c.d_conv;
+        tr.delta = get(d + ".delta").ptr(), tr.A = w.A.p, tr.B = get(d + ".B").ptr(), tr.C = get(d + ".C").ptr();
+        tr.ld_bc = c.d_state;
+        tr.conv = get(d + ".conv").ptr(), tr.z = zz, tr.conv_w = w.conv_w.p, tr.conv_b = w.conv_b.p, tr.D = w.D.p;
+        tr.u = get(d + ".u").ptr(), tr.x = xx;
+      };
+      fill(la.bt.fwd, m.layer(layer), "fwd", x.ptr(), z.ptr());
+      fill(la.bt.bwd, m.layer_b(layer), "bwd", xr.data(), zr.data());
+      la.bt.scale = c.divide_out ? 0.5f : 1.0f;
+      f(layer, la);
+    };
+    m.forward_tokens(embeds, fo);
+  }
+};
+
 // Runs the forward pass and extracts, per layer ≥ start, what `need_maps` / `row_fn` ask for.
 template <typename RowFn>
-LayerMaps collect_layers(const MambaModel& m, const std::vector<int32_t>& ids, int64_t start, AttnKind kind,
-                         bool need_maps, RowFn&& row_fn) {
+LayerMaps collect_layers(const Backend& b, int64_t start, AttnKind kind, bool need_maps, RowFn&& row_fn) {
   LayerMaps out;
-  ForwardOptions fo;
-  fo.all_logits = false;
-  fo.layer_hook = [&](int64_t layer, const std::map<std::string, Tensor>& acts) {
-    if (layer < start) return;
-    const MixerTrace tr = make_mixer_trace(m, acts, layer);
-    if (need_maps) out.mean_maps.push_back(hidden_attention_reduce(tr, kind, AttnReduce::Mean, 0, tr.E));
-    row_fn(layer, tr, out);
-  };
-  m.forward(ids, fo);
+  b.for_layers(start, [&](int64_t layer, const LayerAttention& la) {
+    if (need_maps) out.mean_maps.push_back(la.mean_map(kind));
+    row_fn(layer, la, out);
+  });
   return out;
 }
 
@@ -251,18 +400,19 @@ std::vector<std::pair<int64_t, int64_t>> word_spans(const std::vector<std::strin
   return spans;
 }
 
-Explanation explain(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
-                    const ExplainOptions& o) {
+namespace {
+
+Explanation explain_core(const Backend& b, const ExplainOptions& o) {
   const double t0 = now_s();
-  const MambaConfig& cfg = m.config();
-  const int64_t T = int64_t(ids.size()), Dm = cfg.d_model, L = cfg.n_layer;
+  const std::vector<int32_t>& ids = b.ids;
+  const int64_t T = b.T, Dm = b.Dm, L = b.L;
   if (T == 0) throw Error("input", "no tokens to explain");
   if (o.start_layer < 0 || o.start_layer >= L)
     throw Error("--start-layer", "layer " + std::to_string(o.start_layer) + " is outside 0.." + std::to_string(L - 1));
   if (o.compat != "none" && o.compat != "official")
     throw Error("--compat", "unknown mode '" + o.compat + "' (none or official)");
 
-  const ResolvedTarget rt = resolve_target(m, head, ids, o.target, o.zero_biases);
+  const ResolvedTarget rt = b.resolve(o.target, o.zero_biases);
   Explanation ex;
   ex.method = method_name(o.method);
   ex.ids = ids;
@@ -273,11 +423,11 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
   if (o.zero_biases) st["zero_biases"] = true;
 
   auto grad = [&](const LrpRules& rules, const Tensor* embeds, bool layer_grads) {
-    GradRequest q = base_request(ids, rt, o);
+    GradRequest q = base_request(ids, b.embeds, rt, o);
     q.rules = rules;
-    q.embeds = embeds;
+    if (embeds) q.embeds = embeds;
     q.keep_layer_grads = layer_grads;
-    return mamba_gradient(m, q);
+    return b.gradient(q);
   };
   // f from a plain forward, so that every method reports the same target value.
   double f_value = 0;
@@ -334,17 +484,16 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
     }
     case Method::IntegratedGradients: {
       if (o.ig_steps < 1 || o.ig_steps > 4096) throw Error("--steps", "steps must be in 1..4096");
-      Tensor x({T, Dm}), b({T, Dm});
-      const float* E = m.embedding().p;
-      for (int64_t t = 0; t < T; ++t)
-        std::copy(E + int64_t(ids[size_t(t)]) * Dm, E + int64_t(ids[size_t(t)] + 1) * Dm, x.ptr() + t * Dm);
+      const Tensor& x = b.embeds;
+      Tensor base({T, Dm});
       if (o.ig_baseline.rfind("token:", 0) == 0) {
         const std::string v = o.ig_baseline.substr(6);
+        if (b.vocab() == 0) throw Error("--baseline", "this model has no vocabulary; use --baseline zero");
         if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos ||
-            std::stoll(v) >= cfg.vocab)
+            std::stoll(v) >= b.vocab())
           throw Error("--baseline", "'" + o.ig_baseline + "' names no token of the vocabulary");
-        const int64_t id = std::stoll(v);
-        for (int64_t t = 0; t < T; ++t) std::copy(E + id * Dm, E + (id + 1) * Dm, b.ptr() + t * Dm);
+        const float* row = b.embedding_row(std::stoll(v));
+        for (int64_t t = 0; t < T; ++t) std::copy(row, row + Dm, base.ptr() + t * Dm);
       } else if (o.ig_baseline != "zero") {
         throw Error("--baseline", "unknown baseline '" + o.ig_baseline + "' (zero or token:ID)");
       }
@@ -352,7 +501,7 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
       Tensor p({T, Dm});
       for (int k = 0; k < o.ig_steps; ++k) {
         const float a = float((k + 0.5) / o.ig_steps);
-        for (int64_t i = 0; i < T * Dm; ++i) p.data[size_t(i)] = b.data[size_t(i)] + a * (x.data[size_t(i)] - b.data[size_t(i)]);
+        for (int64_t i = 0; i < T * Dm; ++i) p.data[size_t(i)] = base.data[size_t(i)] + a * (x.data[size_t(i)] - base.data[size_t(i)]);
         const GradResult g = grad(LrpRules::gradient(), &p, false);
         for (int64_t i = 0; i < T * Dm; ++i) avg[size_t(i)] += g.grad[size_t(i)];
       }
@@ -361,12 +510,12 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
         double s = 0;
         for (int64_t d = 0; d < Dm; ++d) {
           const size_t i = size_t(t * Dm + d);
-          s += (double(x.data[i]) - b.data[i]) * avg[i] / o.ig_steps;
+          s += (double(x.data[i]) - base.data[i]) * avg[i] / o.ig_steps;
         }
         ex.relevance[size_t(t)] = float(s);
       }
       const GradResult gx = grad(LrpRules::gradient(), &x, false);
-      const GradResult gb = grad(LrpRules::gradient(), &b, false);
+      const GradResult gb = grad(LrpRules::gradient(), &base, false);
       set_f(gx);
       ex.has_conservation = true;
       ex.reference_value = gx.f - gb.f;  // completeness: Σ R ≈ f(x) − f(baseline)
@@ -378,10 +527,7 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
     case Method::SmoothGrad: {
       if (o.sg_samples < 1 || o.sg_samples > 4096) throw Error("--samples", "samples must be in 1..4096");
       if (!(o.sg_noise >= 0)) throw Error("--noise", "noise must be ≥ 0");
-      Tensor x({T, Dm});
-      const float* E = m.embedding().p;
-      for (int64_t t = 0; t < T; ++t)
-        std::copy(E + int64_t(ids[size_t(t)]) * Dm, E + int64_t(ids[size_t(t)] + 1) * Dm, x.ptr() + t * Dm);
+      const Tensor& x = b.embeds;
       const auto [lo, hi] = std::minmax_element(x.data.begin(), x.data.end());
       const double sigma = o.sg_noise * double(*hi - *lo);
       std::mt19937_64 rng(o.seed);
@@ -430,14 +576,13 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
       }
       if (!official) {
         const bool need_maps = o.method != Method::RawAttention;
-        LayerMaps lm = collect_layers(m, ids, o.start_layer, kind, need_maps,
-                                      [&](int64_t, const MixerTrace& tr, LayerMaps& out) {
+        LayerMaps lm = collect_layers(b, o.start_layer, kind, need_maps,
+                                      [&](int64_t, const LayerAttention& la, LayerMaps& out) {
                                         if (need_maps) {
                                           const Tensor& mp = out.mean_maps.back();
                                           out.rows.emplace_back(mp.ptr() + pos * T, mp.ptr() + (pos + 1) * T);
                                         } else {
-                                          Tensor r = hidden_attention_row_reduce(tr, kind, AttnReduce::Mean, pos, 0, tr.E);
-                                          out.rows.push_back(r.data);
+                                          out.rows.push_back(la.mean_row(kind, pos).data);
                                         }
                                       });
         const size_t n = lm.rows.size();
@@ -452,7 +597,7 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
           st["normalisation"] = "rows of I + mean_e α divided by their sums";
         } else {
           // ḡ_ℓ[i] = mean_e ∂f/∂y_ℓ[i,e]: the gradient of the target with respect to the gated mixer output.
-          const int64_t E = cfg.d_inner;
+          const int64_t E = b.E;
           std::vector<std::vector<float>> gbar(n, std::vector<float>(size_t(T), 0.0f));
           for (size_t k = 0; k < n; ++k) {
             const std::vector<float>& gy = g.grad_y[size_t(o.start_layer) + k];
@@ -472,14 +617,11 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
         if (o.keep_maps) ex.maps = std::move(lm.mean_maps);
       } else {
         // The published code (hidden-attention.md §2.3 and §3.2), with the last token in the class token's role.
-        const bool s6_row_compat = !unified;  // System 1's row leaves out the query's own decay and the diagonal
-        LayerMaps lm = collect_layers(m, ids, o.start_layer, kind, false,
-                                      [&](int64_t layer, const MixerTrace& tr, LayerMaps& out) {
-                                        Tensor rows = hidden_attention_row(tr, kind, pos, 0, tr.E,
-                                                                           s6_row_compat ? AttnCompat::HiddenAttnRow
-                                                                                         : AttnCompat::None);
+        LayerMaps lm = collect_layers(b, o.start_layer, kind, false,
+                                      [&](int64_t layer, const LayerAttention& la, LayerMaps& out) {
+                                        Tensor rows = la.rows(kind, pos, true);
                                         std::vector<float> a = std::move(rows.data);
-                                        const int64_t E = tr.E;
+                                        const int64_t E = la.channels();
                                         std::vector<float> v(size_t(T), 0.0f);
                                         if (o.method == Method::RawAttention) {
                                           minmax_normalise(a);
@@ -514,8 +656,8 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
   if (!o.zero_biases) {
     f_value = rt.f;
   } else if (!have_f) {  // the target value of the bias-free model needs its own pass
-    GradRequest q = base_request(ids, rt, o);
-    f_value = mamba_gradient(m, q).f;
+    GradRequest q = base_request(ids, b.embeds, rt, o);
+    f_value = b.gradient(q).f + rt.bias;
   }
   ex.target_value = f_value;
   if (ex.has_conservation) {
@@ -524,6 +666,38 @@ Explanation explain(const MambaModel& m, const ClassHead* head, const std::vecto
   }
   ex.seconds = now_s() - t0;
   return ex;
+}
+
+}  // namespace
+
+Explanation explain(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
+                    const ExplainOptions& o) {
+  if (ids.empty()) throw Error("input", "no tokens to explain");
+  const MambaBackend b(m, head, ids);
+  return explain_core(b, o);
+}
+
+Explanation explain_image(const VimModel& m, const Tensor& pixels, const ExplainOptions& o) {
+  const VimBackend b(m, pixels);
+  ExplainOptions oo = o;
+  if (oo.target.kind != Target::Kind::Class) {  // an image's target is a class; default: the predicted one
+    if (oo.target.token >= 0 || oo.target.kind == Target::Kind::Contrast)
+      throw Error("--target", "a Vision Mamba explains a class of its head: use --class C");
+    oo.target.kind = Target::Kind::Class;
+  }
+  return explain_core(b, oo);
+}
+
+std::vector<float> patch_map(const VimModel& m, const std::vector<float>& token_relevance) {
+  const VimConfig& c = m.config();
+  if (int64_t(token_relevance.size()) != c.n_tokens)
+    throw Error("patch map", "relevance has " + std::to_string(token_relevance.size()) + " entries, the model " +
+                                 std::to_string(c.n_tokens) + " tokens");
+  std::vector<float> out;
+  out.reserve(size_t(c.n_patches));
+  for (int64_t t = 0; t < c.n_tokens; ++t)
+    if (t != c.cls_index) out.push_back(token_relevance[size_t(t)]);
+  return out;
 }
 
 }  // namespace ssmx

@@ -28,6 +28,7 @@
 #include "core/tensor.h"
 #include "models/class_head.h"
 #include "models/mamba.h"
+#include "models/vim.h"
 #include "models/mamba_grad.h"
 
 namespace ssmx {
@@ -90,6 +91,14 @@ struct Explanation {
 // Explains `ids` with one method. `head` is the classification head when the target is a class.
 Explanation explain(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
                     const ExplainOptions& opt);
+
+// Explains a Vision Mamba's class prediction for `pixels` (3, H, W). The target must be a class (default: the
+// predicted one); relevance is per token (T = patches + 1, the class token at config().cls_index), every method as for
+// text, the attention methods on the bidirectional hidden attention (attribution/bidirectional.h) with the class
+// token as the query; `--compat official` reproduces the published stitched rows.
+Explanation explain_image(const VimModel& m, const Tensor& pixels, const ExplainOptions& opt);
+// The per-patch map (grid_h · grid_w, row-major): token relevance with the class token removed.
+std::vector<float> patch_map(const VimModel& m, const std::vector<float>& token_relevance);
 
 // Sums token relevance into words: a word starts at a token whose text begins with whitespace (or at the first
 // token); every other token joins the word before it. Returns, per word, its first and one-past-last token.
