@@ -5,7 +5,9 @@
 #include <set>
 
 #include "attribution/hidden_attention.h"
+#include "attribution/bidirectional.h"
 #include "attribution/mamba_trace.h"
+#include "attribution/vim_trace.h"
 #include "common.h"
 #include "core/error.h"
 #include "core/runtime.h"
@@ -23,6 +25,8 @@ struct AttnOpts {
   std::string model;
   InputSpec in;
   std::string layers, kind = "s6", channels, reduce = "none", compat = "none", out;
+  ImageSpec img;
+  bool class_row = false;
   int64_t row = 0;
   bool row_set = false, full = false, log_scale = false, no_png = false, terms = false;
   double max_memory_gb = 0.0;
@@ -98,8 +102,11 @@ void register_attention(CLI::App& app, Globals& g) {
   row->excludes(full);
   sub->add_option("--reduce", o->reduce, "Reduce over channels: none | mean | absmean | max")->capture_default_str();
   sub->add_option("--compat", o->compat,
-                  "Reproduce published code: none | hiddenattn-row (Ali et al.'s class-token row; needs --row)")
+                  "Reproduce published code: none | hiddenattn-row (Ali et al.'s class-token row; needs --row); Vision "
+                  "Mamba: none | stitched | hiddenattn-stitched")
       ->capture_default_str();
+  add_image_options(sub, o->img);
+  sub->add_flag("--class-row", o->class_row, "Vision Mamba: the class token's row (same as --row at its index)");
   sub->add_flag("--log", o->log_scale, "Log colour scale in the PNG heatmaps");
   sub->add_flag("--no-png", o->no_png, "Write only .npy files and index.json");
   sub->add_flag("--terms", o->terms, "Also write the D-skip and conv-bias terms of the unified identity, [T, E] per layer");
@@ -113,17 +120,36 @@ void register_attention(CLI::App& app, Globals& g) {
     const AttnKind kind = parse_attn_kind(o->kind);
     const bool reduce = o->reduce != "none";
     const AttnReduce red = reduce ? parse_attn_reduce(o->reduce) : AttnReduce::Mean;
-    const AttnCompat compat = parse_attn_compat(o->compat);
-    if (compat != AttnCompat::None && !o->row_set) throw Error("--compat", "hiddenattn-row applies to a row: add --row I");
-    if (o->in.text.empty() && o->in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
-
     Loaded m = load_model(o->model);
-    auto* mamba = dynamic_cast<const MambaModel*>(m.model.get());
-    if (!mamba) throw Error(o->model, "hidden attention is available for mamba and falcon_mamba models");
-    const MambaConfig& cfg = mamba->config();
-    std::vector<int32_t> ids = resolve_input(m, o->in, o->model);
-    const int64_t T = int64_t(ids.size()), E = cfg.d_inner;
-    const std::vector<int64_t> layers = parse_layers(o->layers, cfg.n_layer);
+    const bool vim = bool(m.vim);
+    const AttnCompat compat = vim ? AttnCompat::None : parse_attn_compat(o->compat);
+    const BidirCompat bcompat = vim ? parse_bidir_compat(o->compat) : BidirCompat::None;
+    if (o->class_row) {
+      if (!vim) throw Error("--class-row", o->model + " has no class token (a language model): use --row I");
+      if (o->row_set) throw Error("--class-row", "give either --row I or --class-row");
+      o->row = m.vim->config().cls_index, o->row_set = true;
+    }
+    if ((compat != AttnCompat::None || bcompat != BidirCompat::None) && !o->row_set)
+      throw Error("--compat", o->compat + " applies to a row: add --row I" + std::string(vim ? " or --class-row" : ""));
+    const MambaModel* mamba = vim ? nullptr : dynamic_cast<const MambaModel*>(m.model.get());
+    if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba and vim models");
+    std::vector<int32_t> ids;
+    LoadedImage image;
+    int64_t T = 0, E = 0, n_layer = 0, d_state = 0;
+    if (vim) {
+      if (!o->in.text.empty() || !o->in.ids.empty()) throw Error("--text", o->model + " is a Vision Mamba: give --image or --pixels");
+      image = load_image_input(o->img, *m.vim);
+      const VimConfig& vc = m.vim->config();
+      T = vc.n_tokens, E = vc.d_inner, n_layer = vc.n_layer, d_state = vc.d_state;
+    } else {
+      if (o->img.given()) throw Error("--image", o->model + " is a language model; give --text or --ids");
+      if (o->in.text.empty() && o->in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+      ids = resolve_input(m, o->in, o->model);
+      const MambaConfig& mc = mamba->config();
+      T = int64_t(ids.size()), E = mc.d_inner, n_layer = mc.n_layer, d_state = mc.d_state;
+    }
+    if (vim && o->terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
+    const std::vector<int64_t> layers = parse_layers(o->layers, n_layer);
     const auto [c0, c1] = parse_channels(o->channels, E);
     const int64_t nc = c1 - c0;
     int64_t qrow = -1;
@@ -135,7 +161,8 @@ void register_attention(CLI::App& app, Globals& g) {
     // Memory: one layer's activations and result at a time.
     const double out_bytes = o->row_set ? (reduce ? double(T) : double(nc) * T) * 4.0
                                         : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
-    const double work = o->row_set ? double(nc) * T * 4.0 * 2 : (2.0 * nc * T + double(num_threads()) * (cfg.d_state + 3) * T) * 4.0;
+    const double work = (o->row_set ? double(nc) * T * 4.0 * 2 : (2.0 * nc * T + double(num_threads()) * (d_state + 3) * T) * 4.0) *
+                        (vim ? 2.0 : 1.0);
     const double acts = 16.0 * double(T) * double(E) * 4.0;
     const double need = out_bytes + work + acts + double(m.ck.total_bytes());
     const double limit = o->max_memory_gb > 0 ? o->max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
@@ -147,10 +174,16 @@ void register_attention(CLI::App& app, Globals& g) {
     fs::create_directories(o->out);
     std::vector<std::string> tokens;
     for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
+    if (vim)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t ci = m.vim->config().cls_index;
+        tokens.push_back(t == ci ? "cls" : "p" + std::to_string(t < ci ? t : t - 1));
+      }
     const bool labels = T <= 48;
     nlohmann::ordered_json index;
     index["model"] = o->model;
-    index["family"] = mamba->info().family;
+    index["family"] = m.info().family;
+    if (vim) index["class_token"] = m.vim->config().cls_index;
     index["ids"] = ids;
     index["tokens"] = tokens;
     index["kind"] = attn_kind_name(kind);
@@ -168,13 +201,24 @@ void register_attention(CLI::App& app, Globals& g) {
     fo.all_logits = false;
     fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
       if (!want.count(l)) return;
-      MixerTrace tr = make_mixer_trace(*mamba, acts, l);
+      MixerTrace tr;
+      VimLayerTrace vt;
       Tensor res;
-      if (o->row_set)
-        res = reduce ? hidden_attention_row_reduce(tr, kind, red, qrow, c0, c1, compat)
-                     : hidden_attention_row(tr, kind, qrow, c0, c1, compat);
-      else
-        res = reduce ? hidden_attention_reduce(tr, kind, red, c0, c1) : hidden_attention_full(tr, kind, c0, c1);
+      if (vim) {
+        make_vim_trace(vt, *m.vim, acts, l);
+        if (o->row_set)
+          res = reduce ? bidir_attention_row_reduce(vt.bt, kind, red, qrow, c0, c1, bcompat)
+                       : bidir_attention_row(vt.bt, kind, qrow, c0, c1, bcompat);
+        else
+          res = reduce ? bidir_attention_reduce(vt.bt, kind, red, c0, c1) : bidir_attention_full(vt.bt, kind, c0, c1);
+      } else {
+        tr = make_mixer_trace(*mamba, acts, l);
+        if (o->row_set)
+          res = reduce ? hidden_attention_row_reduce(tr, kind, red, qrow, c0, c1, compat)
+                       : hidden_attention_row(tr, kind, qrow, c0, c1, compat);
+        else
+          res = reduce ? hidden_attention_reduce(tr, kind, red, c0, c1) : hidden_attention_full(tr, kind, c0, c1);
+      }
       char base[96];
       std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
                     o->row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o->reduce.c_str() : "");
@@ -231,7 +275,13 @@ void register_attention(CLI::App& app, Globals& g) {
       index["files"].push_back(entry);
       prog.step();
     };
-    m.model->forward(ids, fo);
+    if (vim) {
+      VimForwardOptions vfo;
+      vfo.layer_hook = fo.layer_hook;
+      m.vim->forward(image.pixels, vfo);
+    } else {
+      m.model->forward(ids, fo);
+    }
     prog.done();
     if (!overview.empty() && overview.size() > 1) {
       write_png((fs::path(o->out) / "overview.png").string(), image_grid(overview, 4));

@@ -8,6 +8,7 @@
 #include "attribution/bidirectional.h"
 #include "attribution/hidden_attention.h"
 #include "attribution/mamba_trace.h"
+#include "attribution/vim_trace.h"
 #include "core/error.h"
 
 namespace ssmx {
@@ -252,33 +253,13 @@ struct VimBackend : Backend {
   const float* embedding_row(int64_t) const override { return nullptr; }
   int64_t vocab() const override { return 0; }
   void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
-    const VimConfig& c = m.config();
     VimForwardOptions fo;
     fo.layer_hook = [&](int64_t layer, const std::map<std::string, Tensor>& acts) {
       if (layer < start) return;
-      const std::string p = "layers." + std::to_string(layer) + ".";
-      auto get = [&](const std::string& n) -> const Tensor& {
-        auto it = acts.find(p + n);
-        if (it == acts.end()) throw Error("hidden attention", "activation '" + p + n + "' was not kept");
-        return it->second;
-      };
-      const Tensor &x = get("x"), &z = get("z");
-      std::vector<float> xr(x.data.size()), zr(z.data.size());
-      for (int64_t t = 0; t < T; ++t) {
-        std::copy(x.ptr() + (T - 1 - t) * E, x.ptr() + (T - t) * E, xr.data() + t * E);
-        std::copy(z.ptr() + (T - 1 - t) * E, z.ptr() + (T - t) * E, zr.data() + t * E);
-      }
+      VimLayerTrace vt;
+      make_vim_trace(vt, m, acts, layer);
       VimLayerAttention la;
-      auto fill = [&](MixerTrace& tr, const MambaLayer& w, const std::string& d, const float* xx, const float* zz) {
-        tr.T = T, tr.E = E, tr.N = c.d_state, tr.K = c.d_conv;
-        tr.delta = get(d + ".delta").ptr(), tr.A = w.A.p, tr.B = get(d + ".B").ptr(), tr.C = get(d + ".C").ptr();
-        tr.ld_bc = c.d_state;
-        tr.conv = get(d + ".conv").ptr(), tr.z = zz, tr.conv_w = w.conv_w.p, tr.conv_b = w.conv_b.p, tr.D = w.D.p;
-        tr.u = get(d + ".u").ptr(), tr.x = xx;
-      };
-      fill(la.bt.fwd, m.layer(layer), "fwd", x.ptr(), z.ptr());
-      fill(la.bt.bwd, m.layer_b(layer), "bwd", xr.data(), zr.data());
-      la.bt.scale = c.divide_out ? 0.5f : 1.0f;
+      la.bt = vt.bt;
       f(layer, la);
     };
     m.forward_tokens(embeds, fo);

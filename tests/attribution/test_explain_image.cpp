@@ -8,6 +8,7 @@
 #include "../test_util.h"
 #include "attribution/bidirectional.h"
 #include "attribution/explain.h"
+#include "attribution/vim_trace.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -101,22 +102,9 @@ TEST(ExplainImage, AttentionMethodsUseTheBidirectionalClassRow) {
   const VimForwardResult fr = m.forward(f.pixels, fo);
   std::vector<double> want(size_t(T), 0.0);
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    const std::string p = "layers." + std::to_string(l) + ".";
-    const Tensor &x = fr.acts.at(p + "x"), &z = fr.acts.at(p + "z");
-    std::vector<float> xr(x.data.size()), zr(z.data.size());
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t e = 0; e < E; ++e)
-        xr[size_t(t * E + e)] = x.data[size_t((T - 1 - t) * E + e)], zr[size_t(t * E + e)] = z.data[size_t((T - 1 - t) * E + e)];
-    BidirTrace bt;
-    auto fill = [&](MixerTrace& tr, const MambaLayer& w, const std::string& d, const float* xx, const float* zz) {
-      tr.T = T, tr.E = E, tr.N = c.d_state, tr.K = c.d_conv, tr.ld_bc = c.d_state;
-      tr.delta = fr.acts.at(p + d + ".delta").ptr(), tr.A = w.A.p, tr.B = fr.acts.at(p + d + ".B").ptr();
-      tr.C = fr.acts.at(p + d + ".C").ptr(), tr.conv = fr.acts.at(p + d + ".conv").ptr(), tr.z = zz;
-      tr.conv_w = w.conv_w.p, tr.conv_b = w.conv_b.p, tr.D = w.D.p, tr.u = fr.acts.at(p + d + ".u").ptr(), tr.x = xx;
-    };
-    fill(bt.fwd, m.layer(l), "fwd", x.ptr(), z.ptr());
-    fill(bt.bwd, m.layer_b(l), "bwd", xr.data(), zr.data());
-    bt.scale = 0.5f;
+    VimLayerTrace vt;
+    make_vim_trace(vt, m, fr.acts, l);
+    const BidirTrace& bt = vt.bt;
     const Tensor full = bidir_attention_full(bt, AttnKind::S6, 0, E);
     for (int64_t e = 0; e < E; ++e)
       for (int64_t j = 0; j < T; ++j) want[size_t(j)] += full.data[size_t((e * T + cls) * T + j)] / double(E) / double(c.n_layer);
