@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/explain_report.h"
+#include "api/image_report.h"
 #include "attribution/explain.h"
 #include "common.h"
 #include "core/error.h"
@@ -63,142 +64,45 @@ void write_text_atomic(const std::string& path, const std::string& content) {
   }
 }
 
-// The un-normalised RGB image behind preprocessed pixels (for overlays when the input was --pixels).
-Image pixels_to_image(const Tensor& px) {
-  const int H = int(px.dim(1)), W = int(px.dim(2));
-  const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
-  Image img;
-  img.w = W, img.h = H;
-  img.px.resize(size_t(W * H * 3));
-  for (int c = 0; c < 3; ++c)
-    for (int k = 0; k < W * H; ++k) {
-      const float v = (px.data[size_t(c * W * H + k)] * sd[c] + mean[c]) * 255.0f;
-      img.px[size_t(k * 3 + c)] = uint8_t(std::lround(std::clamp(v, 0.0f, 255.0f)));
-    }
-  return img;
-}
-
-void run_image(const ExplainCli& o, const Globals& g, const Loaded& m) {
+void run_image(const ExplainCli& o, const Loaded& m) {
   const VimModel& vm = *m.vim;
-  const VimConfig& c = vm.config();
   if (!o.target.empty() || !o.contrast.empty())
     throw Error("--target", o.model + " is a Vision Mamba: explain a class with --class C (default: the predicted class)");
   const LoadedImage in = load_image_input(o.img, vm);
-  const Image crop = in.crop.w > 0 ? in.crop : pixels_to_image(in.pixels);
-  ExplainOptions eo;
+  ImageExplainSpec spec;
+  spec.methods = parse_method_list(o.methods);
+  ExplainOptions& eo = spec.options;
   eo.rules = parse_lrp_rules(o.lrp_rules, o.linear_rule, o.epsilon, o.gamma);
   eo.zero_biases = o.zero_biases;
   eo.ig_steps = o.steps, eo.ig_baseline = o.baseline;
   eo.sg_samples = o.samples, eo.sg_noise = o.noise, eo.seed = o.seed;
-  // The papers start rollout and attribution at layer 15 of Vim-S's 24; the same fraction of depth otherwise.
-  eo.start_layer = o.start_layer_set ? o.start_layer : int64_t(std::lround(15.0 * double(c.n_layer) / 24.0));
-  eo.start_layer = std::min(eo.start_layer, c.n_layer - 1);
+  eo.start_layer = o.start_layer;
   eo.compat = o.compat;
-  eo.target.kind = Target::Kind::Class;
+  spec.start_layer_set = o.start_layer_set;
   if (!o.cls.empty() && o.cls != "predicted") {
     if (o.cls.size() > 9 || o.cls.find_first_not_of("0123456789") != std::string::npos)
       throw Error("--class", "'" + o.cls + "' is not a class index");
-    eo.target.cls = std::stoll(o.cls);
+    spec.cls = std::stoll(o.cls);
   }
-  const std::vector<Method> methods = parse_method_list(o.methods);
-  std::vector<Explanation> ex;
-  std::vector<std::pair<std::string, std::vector<float>>> maps;
-  for (Method me : methods) {
-    eo.method = me;
-    log_verbose(std::string("explaining with ") + method_name(me));
-    ex.push_back(explain_image(vm, in.pixels, eo));
-    maps.push_back({method_name(me), patch_map(vm, ex.back().relevance)});
-  }
-  const Explanation& e0 = ex[0];
-  const int64_t cls = e0.target.cls, C = c.n_classes;
-  auto label = [&](int64_t k) {
-    const std::string n = C == 1000 ? imagenet_class_name(k) : "";
-    return "class " + std::to_string(k) + (n.empty() ? "" : " (" + n + ")");
-  };
-  std::vector<float> p(e0.output_logits.size());
-  {
-    const float mx = *std::max_element(e0.output_logits.begin(), e0.output_logits.end());
-    double z = 0;
-    for (float v : e0.output_logits) z += std::exp(double(v) - mx);
-    for (size_t k = 0; k < p.size(); ++k) p[k] = float(std::exp(double(e0.output_logits[k]) - mx) / z);
-  }
-  const int64_t best = int64_t(std::max_element(p.begin(), p.end()) - p.begin());
-  std::printf("prediction: %s  p=%.4f\n", label(best).c_str(), p[size_t(best)]);
-  std::printf("target:     %s, logit %.6g (p=%.4f)\n", label(cls).c_str(), e0.target_value, p[size_t(cls)]);
-  const int64_t gh = c.grid_h, gw = c.grid_w;
-  for (size_t k = 0; k < ex.size(); ++k) {
-    const auto& mp = maps[k].second;
-    const int64_t top = int64_t(std::max_element(mp.begin(), mp.end()) - mp.begin());
-    std::printf("%s: most relevant patch row %lld col %lld (%.4g)", ex[k].method.c_str(), (long long)(top / gw),
-                (long long)(top % gw), mp[size_t(top)]);
-    if (ex[k].has_conservation) {
-      const bool ig = ex[k].method == "integrated-gradients";
-      std::printf("; sum R = %.6g, %s = %.6g, absorbed by biases = %.6g", ex[k].relevance_sum,
-                  ig ? "f(x) - f(baseline)" : "f", ex[k].reference_value, ig ? 0.0 : ex[k].bias_absorbed);
-    }
-    std::printf("\n");
-  }
+  const ImageReport r = explain_image_report(vm, in.pixels, in.crop, o.model, o.img.image.empty() ? o.img.pixels : o.img.image, spec);
+  std::fputs(image_report_terminal(r).c_str(), stdout);
   if (!o.out.empty()) {
     std::vector<float> all;
-    for (const auto& mp : maps) all.insert(all.end(), mp.second.begin(), mp.second.end());
-    if (maps.size() == 1) write_npy_atomic(o.out, all.data(), {gh, gw});
-    else write_npy_atomic(o.out, all.data(), {int64_t(maps.size()), gh, gw});
+    for (const auto& mp : r.maps) all.insert(all.end(), mp.second.begin(), mp.second.end());
+    if (r.maps.size() == 1) write_npy_atomic(o.out, all.data(), {r.grid_h, r.grid_w});
+    else write_npy_atomic(o.out, all.data(), {int64_t(r.maps.size()), r.grid_h, r.grid_w});
   }
   if (!o.overlay.empty()) {
-    write_png(o.overlay, overlay_heatmap(crop, maps[0].second.data(), int(gh), int(gw)));
+    write_png(o.overlay, image_report_overlay(r));
     std::printf("wrote %s\n", o.overlay.c_str());
   }
-  Image fig;
-  if (!o.figure.empty() || !o.html.empty()) fig = explanation_figure(crop, label(cls), maps, int(gh), int(gw));
   if (!o.figure.empty()) {
-    write_png(o.figure, fig);
+    write_png(o.figure, image_report_figure(r));
     std::printf("wrote %s\n", o.figure.c_str());
   }
-  nlohmann::ordered_json j;
-  if (!o.json.empty() || !o.html.empty()) {
-    j["model"] = o.model;
-    j["input"] = o.img.image.empty() ? o.img.pixels : o.img.image;
-    j["grid"] = {gh, gw};
-    j["class_token"] = c.cls_index;
-    j["prediction"] = {{"class", best}, {"label", label(best)}, {"probability", p[size_t(best)]}};
-    j["target"] = {{"kind", "class"}, {"class", cls}, {"label", label(cls)}, {"probability", p[size_t(cls)]}};
-    j["logit"] = e0.target_value;
-    for (size_t k = 0; k < ex.size(); ++k) {
-      nlohmann::ordered_json e;
-      e["method"] = ex[k].method;
-      e["patch_map"] = maps[k].second;
-      e["token_relevance"] = ex[k].relevance;
-      e["settings"] = ex[k].settings;
-      if (ex[k].has_conservation)
-        e["conservation"] = {{"relevance_sum", ex[k].relevance_sum}, {"target_value", ex[k].reference_value},
-                             {"bias_absorbed", ex[k].bias_absorbed},
-                             {"gap", ex[k].relevance_sum + (ex[k].method == "integrated-gradients" ? 0.0 : ex[k].bias_absorbed) -
-                                         ex[k].reference_value}};
-      e["seconds"] = ex[k].seconds;
-      j["explanations"].push_back(e);
-    }
-  }
-  if (!o.json.empty()) write_text_atomic(o.json, j.dump(1) + "\n");
+  if (!o.json.empty()) write_text_atomic(o.json, image_report_json(r).dump(1) + "\n");
   if (!o.html.empty()) {
-    std::string h = "<!doctype html><html><head><meta charset=\"utf-8\"><title>ssmx explanation</title><style>"
-                    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-                    "padding:4px 8px;text-align:left}</style></head><body>\n<h1>Why " + label(cls) + "?</h1>\n";
-    h += "<p>model <code>" + o.model + "</code>, prediction " + label(best) + " (p=" + std::to_string(p[size_t(best)]) +
-         "), target logit " + std::to_string(e0.target_value) + "</p>\n";
-    h += "<img alt=\"relevance maps\" src=\"" + png_data_uri(fig) + "\">\n<table><tr><th>method</th><th>settings</th>"
-         "<th>sum of relevance</th><th>target value</th><th>absorbed by biases</th><th>seconds</th></tr>\n";
-    for (const auto& e : j["explanations"]) {
-      h += "<tr><td>" + e["method"].get<std::string>() + "</td><td><code>" + e["settings"].dump() + "</code></td>";
-      if (e.contains("conservation"))
-        h += "<td>" + std::to_string(e["conservation"]["relevance_sum"].get<double>()) + "</td><td>" +
-             std::to_string(e["conservation"]["target_value"].get<double>()) + "</td><td>" +
-             std::to_string(e["conservation"]["bias_absorbed"].get<double>()) + "</td>";
-      else
-        h += "<td>—</td><td>—</td><td>—</td>";
-      h += "<td>" + std::to_string(e["seconds"].get<double>()) + "</td></tr>\n";
-    }
-    h += "</table></body></html>\n";
-    write_text_atomic(o.html, h);
+    write_text_atomic(o.html, image_report_html(r));
     std::printf("wrote %s\n", o.html.c_str());
   }
 }
@@ -210,7 +114,7 @@ void run(const ExplainCli& o, const Globals& g) {
   log_verbose("threads: " + std::to_string(num_threads()));
   Loaded m = load_model(o.model);
   if (m.vim) {
-    run_image(o, g, m);
+    run_image(o, m);
     return;
   }
   if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");

@@ -15,6 +15,11 @@
 #include <vector>
 
 #include "api/explain_report.h"
+#include "api/image_report.h"
+#include "attribution/bidirectional.h"
+#include "attribution/vim_trace.h"
+#include "io/image.h"
+#include "models/vim.h"
 #include "attribution/hidden_attention.h"
 #include "attribution/mamba_trace.h"
 #include "core/error.h"
@@ -25,6 +30,7 @@
 #include "io/tokenizer.h"
 #include "models/mamba.h"
 #include "models/model.h"
+#include "render/image.h"
 #include "render/report.h"
 
 namespace py = pybind11;
@@ -49,10 +55,18 @@ py::array_t<float> to_numpy(Tensor&& t) {
 struct Model {
   std::string path;
   Checkpoint ck;
-  std::unique_ptr<CausalLM> model;
+  std::unique_ptr<CausalLM> model;  // language models
+  std::unique_ptr<VimModel> vim;    // Vision Mamba
   std::optional<Tokenizer> tok;
 
+  const ModelInfo& info() const { return vim ? vim->info() : model->info(); }
+  const VimModel& vision(const char* what) const {
+    if (!vim) throw Error(path, std::string(what) + ": image input needs a Vision Mamba; this model takes text");
+    return *vim;
+  }
+
   const MambaModel& mamba(const char* what) const {
+    if (vim) throw Error(path, std::string(what) + ": this is a Vision Mamba; give image= or pixels=");
     const auto* m = dynamic_cast<const MambaModel*>(model.get());
     if (!m) throw Error(path, std::string(what) + " supports the Mamba and Falcon-Mamba families so far");
     return *m;
@@ -61,6 +75,7 @@ struct Model {
 
   // Token ids of the input: exactly one of text and ids.
   std::vector<int32_t> input(const std::optional<std::string>& text, const std::optional<std::vector<int64_t>>& ids) const {
+    if (vim) throw Error(path, "this is a Vision Mamba; give image= or pixels=");
     if (text.has_value() == ids.has_value()) throw Error("input", "give exactly one of text= and ids=");
     std::vector<int32_t> out;
     if (ids) {
@@ -87,12 +102,13 @@ std::shared_ptr<Model> py_load(const std::string& path, int threads) {
   m->path = path;
   m->ck = open_checkpoint(path);
   if (!m->ck.tokenizer_path.empty()) m->tok = Tokenizer::from_file(m->ck.tokenizer_path);
-  m->model = load_causal_lm(m->ck);
+  if (detect_family(m->ck) == "vim") m->vim = VimModel::load(m->ck);
+  else m->model = load_causal_lm(m->ck);
   return m;
 }
 
 py::dict py_info(const Model& m) {
-  const ModelInfo& in = m.model->info();
+  const ModelInfo& in = m.info();
   py::dict d, dims;
   d["path"] = m.path;
   d["family"] = in.family;
@@ -288,6 +304,153 @@ py::dict py_eval_randomization(const Model& m, const std::string& data, const st
   return d;
 }
 
+// Pixels for a Vision Mamba: an image file through the transform, or a float32 [3, H, W] array; plus the crop.
+struct ImageIn {
+  Tensor pixels;
+  Image crop;
+  std::string label;
+};
+ImageIn image_input(const VimModel& vm, const std::optional<std::string>& image,
+                    const std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>>& pixels,
+                    const std::string& transform) {
+  const VimConfig& c = vm.config();
+  if (image.has_value() == pixels.has_value()) throw Error("input", "give exactly one of image= and pixels=");
+  ImageIn in;
+  if (pixels) {
+    const auto& a = *pixels;
+    if (a.ndim() != 3 || a.shape(0) != 3 || a.shape(1) != c.img_h || a.shape(2) != c.img_w)
+      throw Error("pixels", "expected a float32 array of shape (3, " + std::to_string(c.img_h) + ", " +
+                                std::to_string(c.img_w) + ")");
+    in.pixels = Tensor({3, c.img_h, c.img_w}, std::vector<float>(a.data(), a.data() + a.size()));
+    in.label = "pixels";
+    return in;
+  }
+  ImageTransform t;
+  if (transform == "deit") t = ImageTransform::deit_eval(int(c.img_h));
+  else if (transform != "resize") throw Error("transform", "unknown transform '" + transform + "' (deit or resize)");
+  if (transform == "resize") {
+    Image sized = resize_bicubic_pil(load_image_rgb(*image), int(c.img_w), int(c.img_h));
+    in.pixels = image_to_tensor(sized, t.mean, t.std);
+    in.crop = std::move(sized);
+  } else {
+    PreparedImage p = load_and_preprocess(*image, t);
+    in.pixels = std::move(p.pixels);
+    in.crop = std::move(p.crop);
+  }
+  if (in.pixels.shape != std::vector<int64_t>{3, c.img_h, c.img_w})
+    throw Error(*image, "the transform gave " + shape_str(in.pixels.shape) + ", not the model's input size; use transform='resize'");
+  in.label = *image;
+  return in;
+}
+
+py::array_t<uint8_t> image_to_numpy(const Image& img) {
+  auto* owner = new std::vector<uint8_t>(img.px);
+  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<uint8_t>*>(p); });
+  return py::array_t<uint8_t>({py::ssize_t(img.h), py::ssize_t(img.w), py::ssize_t(3)}, owner->data(), free_when_done);
+}
+
+py::array_t<float> py_predict_image(const Model& m, const std::optional<std::string>& image,
+                                    const std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>>& pixels,
+                                    const std::string& transform) {
+  const VimModel& vm = m.vision("predict");
+  ImageIn in = image_input(vm, image, pixels, transform);
+  Tensor logits;
+  {
+    py::gil_scoped_release nogil;
+    logits = vm.forward(in.pixels).logits;
+  }
+  return to_numpy(std::move(logits));
+}
+
+struct PyImageReport {
+  ImageReport rep;
+};
+
+std::shared_ptr<PyImageReport> py_explain_image(
+    const Model& m, const std::optional<std::string>& image,
+    const std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>>& pixels, const std::string& transform,
+    const std::vector<std::string>& methods, int64_t cls, const std::string& lrp_rules, const std::string& linear_rule,
+    double epsilon, double gamma, int steps, const std::string& baseline, int samples, double noise, uint64_t seed,
+    int64_t start_layer, const std::string& compat, bool zero_biases) {
+  const VimModel& vm = m.vision("explain");
+  ImageIn in = image_input(vm, image, pixels, transform);
+  ImageExplainSpec spec;
+  spec.methods.clear();
+  for (const std::string& s : methods)
+    for (Method me : parse_method_list(s)) spec.methods.push_back(me);
+  spec.cls = cls;
+  ExplainOptions& eo = spec.options;
+  eo.rules = parse_lrp_rules(lrp_rules, linear_rule, epsilon, gamma);
+  eo.zero_biases = zero_biases;
+  eo.ig_steps = steps, eo.ig_baseline = baseline;
+  eo.sg_samples = samples, eo.sg_noise = noise, eo.seed = seed;
+  eo.compat = compat;
+  spec.start_layer_set = start_layer >= 0;
+  eo.start_layer = std::max<int64_t>(start_layer, 0);
+  auto r = std::make_shared<PyImageReport>();
+  py::gil_scoped_release nogil;
+  r->rep = explain_image_report(vm, in.pixels, in.crop, m.path, in.label, spec);
+  return r;
+}
+
+py::dict py_attention_image(const Model& m, const std::optional<std::string>& image,
+                            const std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>>& pixels,
+                            const std::string& transform, const std::optional<std::vector<int64_t>>& layers,
+                            const std::string& kind_s, const std::optional<std::pair<int64_t, int64_t>>& channels,
+                            const std::optional<int64_t>& row, bool class_row, bool full, const std::string& reduce_s,
+                            const std::string& compat_s) {
+  const VimModel& vm = m.vision("attention");
+  const VimConfig& c = vm.config();
+  ImageIn in = image_input(vm, image, pixels, transform);
+  const int64_t T = c.n_tokens, E = c.d_inner, L = c.n_layer;
+  const AttnKind kind = parse_attn_kind(kind_s);
+  const bool reduce = reduce_s != "none";
+  const AttnReduce red = reduce ? parse_attn_reduce(reduce_s) : AttnReduce::Mean;
+  const BidirCompat compat = parse_bidir_compat(compat_s);
+  if ((row || class_row) && full) throw Error("full", "give either a row or full=True");
+  if (row && class_row) throw Error("class_row", "give either row= or class_row=True");
+  const bool is_row = row.has_value() || class_row;
+  int64_t q = class_row ? c.cls_index : -1;
+  if (row) {
+    q = *row < 0 ? T + *row : *row;
+    if (q < 0 || q >= T) throw Error("row", "row " + std::to_string(*row) + " is outside the " + std::to_string(T) + " tokens");
+  }
+  if (compat != BidirCompat::None && !is_row) throw Error("compat", compat_s + " applies to a row: give row= or class_row=True");
+  int64_t c0 = 0, c1 = E;
+  if (channels) {
+    c0 = channels->first, c1 = channels->second;
+    if (c0 < 0 || c0 >= c1 || c1 > E) throw Error("channels", "range is empty or beyond the " + std::to_string(E) + " channels");
+  }
+  std::set<int64_t> want;
+  if (layers) {
+    for (int64_t l : *layers) {
+      if (l < 0 || l >= L) throw Error("layers", "layer " + std::to_string(l) + " does not exist (0.." + std::to_string(L - 1) + ")");
+      want.insert(l);
+    }
+  } else {
+    for (int64_t l = 0; l < L; ++l) want.insert(l);
+  }
+  std::map<int64_t, Tensor> res;
+  {
+    py::gil_scoped_release nogil;
+    VimForwardOptions fo;
+    fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
+      if (!want.count(l)) return;
+      VimLayerTrace vt;
+      make_vim_trace(vt, vm, acts, l);
+      if (is_row)
+        res[l] = reduce ? bidir_attention_row_reduce(vt.bt, kind, red, q, c0, c1, compat)
+                        : bidir_attention_row(vt.bt, kind, q, c0, c1, compat);
+      else
+        res[l] = reduce ? bidir_attention_reduce(vt.bt, kind, red, c0, c1) : bidir_attention_full(vt.bt, kind, c0, c1);
+    };
+    vm.forward(in.pixels, fo);
+  }
+  py::dict out;
+  for (auto& [l, t] : res) out[py::int_(l)] = to_numpy(std::move(t));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_ssmx, mod) {
@@ -323,6 +486,53 @@ PYBIND11_MODULE(_ssmx, mod) {
       .def("eval_randomization", &py_eval_randomization, py::arg("data"), py::arg("methods"), py::arg("limit") = 20,
            py::arg("seed") = 0, py::arg("start_layer") = 0);
   mod.def("load", &py_load, py::arg("path"), py::arg("threads") = 0);
+  mod.def("is_vision", [](const Model& m) { return bool(m.vim); });
+  mod.def("vision_config", [](const Model& m) {
+    const VimConfig& c = m.vision("vision_config").config();
+    py::dict d;
+    d["grid"] = py::make_tuple(c.grid_h, c.grid_w);
+    d["image"] = py::make_tuple(c.img_h, c.img_w);
+    d["class_token"] = c.cls_index;
+    d["classes"] = c.n_classes;
+    d["size"] = c.size;
+    return d;
+  });
+  mod.def("predict_image", &py_predict_image, py::arg("model"), py::arg("image") = py::none(),
+          py::arg("pixels") = py::none(), py::arg("transform") = "deit");
+  mod.def("explain_image", &py_explain_image, py::arg("model"), py::arg("image") = py::none(),
+          py::arg("pixels") = py::none(), py::arg("transform") = "deit", py::arg("methods"), py::arg("cls") = -1,
+          py::arg("lrp_rules") = "silu,ssm,gate,norm", py::arg("linear_rule") = "lrp0", py::arg("epsilon") = 1e-6,
+          py::arg("gamma") = 0.25, py::arg("steps") = 32, py::arg("baseline") = "zero", py::arg("samples") = 16,
+          py::arg("noise") = 0.1, py::arg("seed") = 0, py::arg("start_layer") = -1, py::arg("compat") = "none",
+          py::arg("zero_biases") = false);
+  mod.def("attention_image", &py_attention_image, py::arg("model"), py::arg("image") = py::none(),
+          py::arg("pixels") = py::none(), py::arg("transform") = "deit", py::arg("layers") = py::none(),
+          py::arg("kind") = "s6", py::arg("channels") = py::none(), py::arg("row") = py::none(),
+          py::arg("class_row") = false, py::arg("full") = false, py::arg("reduce") = "none", py::arg("compat") = "none");
+  py::class_<PyImageReport, std::shared_ptr<PyImageReport>>(mod, "ImageReport")
+      .def("json", [](const PyImageReport& r) { return image_report_json(r.rep).dump(1); })
+      .def("html", [](const PyImageReport& r) { return image_report_html(r.rep); })
+      .def("terminal", [](const PyImageReport& r) { return image_report_terminal(r.rep); })
+      .def("patch_maps", [](const PyImageReport& r) {
+        std::vector<float> all;
+        for (const auto& mp : r.rep.maps) all.insert(all.end(), mp.second.begin(), mp.second.end());
+        const int64_t M = int64_t(r.rep.maps.size());
+        return M == 1 ? to_numpy(std::move(all), {r.rep.grid_h, r.rep.grid_w})
+                      : to_numpy(std::move(all), {M, r.rep.grid_h, r.rep.grid_w});
+      })
+      .def("token_relevance", [](const PyImageReport& r) {
+        std::vector<float> all;
+        for (const auto& e : r.rep.explanations) all.insert(all.end(), e.relevance.begin(), e.relevance.end());
+        const int64_t M = int64_t(r.rep.explanations.size()), T = int64_t(r.rep.explanations[0].relevance.size());
+        return M == 1 ? to_numpy(std::move(all), {T}) : to_numpy(std::move(all), {M, T});
+      })
+      .def("overlay", [](const PyImageReport& r, size_t k) { return image_to_numpy(image_report_overlay(r.rep, k)); },
+           py::arg("method") = 0)
+      .def("figure", [](const PyImageReport& r) { return image_to_numpy(image_report_figure(r.rep)); })
+      .def("image", [](const PyImageReport& r) { return image_to_numpy(r.rep.crop); })
+      .def("save_png", [](const PyImageReport& r, const std::string& path, bool figure) {
+        write_png(path, figure ? image_report_figure(r.rep) : image_report_overlay(r.rep, 0));
+      });
 
   py::class_<PyReport, std::shared_ptr<PyReport>>(mod, "Report")
       .def("json", [](const PyReport& r) { return report_json(r.rep).dump(1); })

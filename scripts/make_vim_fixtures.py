@@ -30,6 +30,24 @@ import vim_ref  # noqa: E402
 OUT = os.path.join(os.path.dirname(HERE), "tests", "data", "vim")
 
 
+def forward_from_tokens(sd, tokens):
+    """vim_ref.forward after the embedding (tokens [T, D]), differentiable, float64."""
+    s = vim_ref.settings(sd)
+    h = tokens
+    for i in range(s["depth"]):
+        p, m = f"layers.{i}.", f"layers.{i}.mixer."
+        normed = ref.rms_norm(h, sd[p + "norm.weight"], s["eps"])
+        xz = normed @ sd[m + "in_proj.weight"].t()
+        E = xz.shape[1] // 2
+        x, z = xz[:, :E], xz[:, E:]
+        keep = lambda name, t: None  # noqa: E731
+        yf = vim_ref.direction(x, z, sd, m, "", torch.float64, keep, "")
+        yb = vim_ref.direction(torch.flip(x, [0]), torch.flip(z, [0]), sd, m, "_b", torch.float64, keep, "")
+        h = h + ((yf + torch.flip(yb, [0])) / 2) @ sd[m + "out_proj.weight"].t()
+    hf = ref.rms_norm(h, sd["norm_f.weight"], s["eps"])
+    return hf[s["cls"]] @ sd["head.weight"].t() + sd["head.bias"]
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo this must never run",))
@@ -74,6 +92,12 @@ def main():
     out = {"pixels": pixels}
     for k, v in acts.items():
         out[k] = v.to(torch.float32).contiguous()
+    # Gradient fixture: ∂ logit[c] / ∂ tokens by autograd in float64 (c = 3), for the C++ gradient engine.
+    tokens = acts["tokens"].detach().clone().requires_grad_(True)
+    lg = forward_from_tokens(sd_back, tokens)
+    lg[3].backward()
+    out["grad_tokens_class3"] = tokens.grad.to(torch.float32).contiguous()
+    out["logit_class3"] = lg[3].detach().to(torch.float32).reshape(1)
     ref.write_safetensors(os.path.join(OUT, "reference.safetensors"), out)
     # Sanity: float32 run of the reference is close; the scans matter.
     l32, _ = vim_ref.forward({k: v for k, v in sd.items()}, pixels, dtype=torch.float32, collect=False)

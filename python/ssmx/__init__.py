@@ -17,7 +17,7 @@ import numpy as _np
 from . import _ssmx
 from ._ssmx import Error
 
-__all__ = ["load", "Model", "Attribution", "Error"]
+__all__ = ["load", "Model", "Attribution", "ImageAttribution", "Error"]
 __version__ = _ssmx.__version__
 
 _EXPLAIN_OPTIONS = {
@@ -51,6 +51,14 @@ def _no_image(image, pixels):
         raise Error("image: this model takes text; images need a Vision Mamba model")
 
 
+def _pixels(pixels):
+    return None if pixels is None else _np.ascontiguousarray(pixels, dtype=_np.float32)
+
+
+def _image(image):
+    return None if image is None else _os.fspath(image)
+
+
 def load(path, threads=0):
     """Loads a model directory or weights file in any layout the command line loads. threads=0: all cores."""
     return Model(_ssmx.load(_os.fspath(path), int(threads)))
@@ -80,24 +88,42 @@ class Model:
         'offsets': [(begin, end), ...] byte offsets into the UTF-8 text} — as `ssmx tokenize --json`, plus texts."""
         return self._m.tokenize(text)
 
-    def predict(self, text=None, *, ids=None, image=None, pixels=None, last_only=False):
-        """Logits as float32 NumPy: [T, V], or [V] with last_only=True."""
+    @property
+    def is_vision(self):
+        """True for a Vision Mamba (inputs are images: image= a JPEG/PNG path, or pixels= a float32 [3, H, W] array)."""
+        return _ssmx.is_vision(self._m)
+
+    @property
+    def vision(self):
+        """Vision Mamba geometry: {'grid', 'image', 'class_token', 'classes', 'size'}."""
+        return _ssmx.vision_config(self._m)
+
+    def predict(self, text=None, *, ids=None, image=None, pixels=None, last_only=False, transform="deit"):
+        """Logits as float32 NumPy: [T, V], or [V] with last_only=True; a Vision Mamba: [classes] for the image."""
+        if self.is_vision:
+            return _ssmx.predict_image(self._m, image=_image(image), pixels=_pixels(pixels), transform=transform)
         _no_image(image, pixels)
         return self._m.predict(text=text, ids=_ids(ids), last_only=bool(last_only))
 
     def attention(self, text=None, *, ids=None, image=None, pixels=None, layers=None, kind="s6", channels=None,
-                  row=None, full=False, reduce="none", compat="none"):
+                  row=None, full=False, reduce="none", compat="none", class_row=False, transform="deit"):
         """Hidden attention per layer: {layer: array}, shapes as the CLI's .npy files — [E,T,T] full, [E,T] a row,
         [T,T] or [T] reduced over channels. kind: s6, unified, unified-noconv, unified-nogate, unified-noact;
         channels: (a, b); row: query index (negative counts from the end); reduce: none, mean, absmean, max;
-        compat: none or hiddenattn-row."""
-        _no_image(image, pixels)
+        compat: none or hiddenattn-row (Vision Mamba: none, stitched, hiddenattn-stitched; class_row=True for the
+        class token's row)."""
         if layers is not None:
             layers = [int(l) for l in ([layers] if isinstance(layers, int) else layers)]
         if channels is not None:
             if isinstance(channels, int):
                 channels = (channels, channels + 1)
             channels = (int(channels[0]), int(channels[1]))
+        if self.is_vision:
+            return _ssmx.attention_image(self._m, image=_image(image), pixels=_pixels(pixels), transform=transform,
+                                         layers=layers, kind=kind, channels=channels,
+                                         row=None if row is None else int(row), class_row=bool(class_row),
+                                         full=bool(full), reduce=reduce, compat=compat)
+        _no_image(image, pixels)
         return self._m.attention(text=text, ids=_ids(ids), layers=layers, kind=kind, channels=channels,
                                  row=None if row is None else int(row), full=bool(full), reduce=reduce, compat=compat)
 
@@ -108,14 +134,30 @@ class Model:
         target: token id or the text of one token (default: the predicted next token); contrast: explain
         logit(target) - logit(contrast); cls: class of a classification head (index, label or "predicted").
         method_options: lrp_rules, linear_rule, epsilon, gamma, steps, baseline, samples, noise, seed,
-        start_layer, compat, zero_biases, words (docs/methods.md)."""
-        _no_image(image, pixels)
-        unknown = sorted(set(method_options) - set(_EXPLAIN_OPTIONS))
+        start_layer, compat, zero_biases, words (docs/methods.md).
+
+        A Vision Mamba explains a class (cls=, default the predicted one) of image= or pixels= and returns an
+        ImageAttribution (patch maps, overlays); its start_layer defaults to 15/24 of the depth."""
+        unknown = sorted(set(method_options) - set(_EXPLAIN_OPTIONS) - {"transform"})
         if unknown:
             raise TypeError(f"explain() got unexpected option(s) {', '.join(unknown)}; "
                             f"valid: {', '.join(sorted(_EXPLAIN_OPTIONS))}")
-        opts = dict(_EXPLAIN_OPTIONS, **method_options)
         methods = [method] if isinstance(method, str) else list(method)
+        if self.is_vision:
+            if target is not None or contrast is not None:
+                raise Error("target: a Vision Mamba explains a class of its head; use cls=")
+            o = dict(method_options)
+            transform = o.pop("transform", "deit")
+            start = o.pop("start_layer", -1)
+            o.pop("words", None)
+            opts = {k: v for k, v in dict(_EXPLAIN_OPTIONS, **o).items() if k not in ("words", "start_layer")}
+            report = _ssmx.explain_image(self._m, image=_image(image), pixels=_pixels(pixels), transform=transform,
+                                         methods=methods, cls=-1 if cls is None else int(cls),
+                                         start_layer=int(start), **opts)
+            return ImageAttribution(report)
+        _no_image(image, pixels)
+        method_options.pop("transform", None)
+        opts = dict(_EXPLAIN_OPTIONS, **method_options)
         report = self._m.explain(
             text=text, ids=_ids(ids), methods=methods,
             target="" if target is None else str(target), contrast="" if contrast is None else str(contrast),
@@ -189,3 +231,68 @@ class Attribution:
                 f.write(self.to_json() + "\n" if ext == ".json" else self.to_html())
         else:
             raise Error(f"{path}: unknown extension (use .json, .html or .npy)")
+
+
+class ImageAttribution:
+    """The result of Model.explain on a Vision Mamba: per-method patch maps, token relevance, overlays as images."""
+
+    def __init__(self, report):
+        self._r = report
+        self._j = _json.loads(report.json())
+        self.patch_map = report.patch_maps()      # float32 [grid_h, grid_w], or [M, grid_h, grid_w]
+        self.relevance = report.token_relevance()  # float32 [T] (class token included), or [M, T]
+
+    methods = property(lambda self: [e["method"] for e in self._j["explanations"]])
+    target = property(lambda self: dict(self._j["target"]))
+    prediction = property(lambda self: dict(self._j["prediction"]))
+    logit = property(lambda self: self._j["logit"])
+    class_token = property(lambda self: self._j["class_token"])
+    settings = property(lambda self: [e["settings"] for e in self._j["explanations"]])
+
+    @property
+    def conservation(self):
+        c = [e.get("conservation") for e in self._j["explanations"]]
+        return c[0] if len(c) == 1 else c
+
+    def overlay(self, method=0):
+        """The map of one method over the image, with a colour bar: uint8 [H, W, 3]."""
+        return self._r.overlay(int(method))
+
+    @property
+    def figure(self):
+        """The image and every method's map side by side: uint8 [H, W, 3]."""
+        return self._r.figure()
+
+    @property
+    def image(self):
+        """The (un-normalised) image the model saw: uint8 [H, W, 3]."""
+        return self._r.image()
+
+    def to_json(self):
+        return self._r.json()
+
+    def to_html(self):
+        return self._r.html()
+
+    def __str__(self):
+        return self._r.terminal()
+
+    def __repr__(self):
+        return f"<ssmx.ImageAttribution {', '.join(self.methods)}, target {self.target['label']}>"
+
+    def _repr_html_(self):
+        return self._r.html()
+
+    def save(self, path):
+        """.npy (patch maps), .json, .html, or .png (the side-by-side figure) by the file's extension."""
+        path = _os.fspath(path)
+        ext = _os.path.splitext(path)[1].lower()
+        if ext == ".npy":
+            _np.save(path, self.patch_map)
+        elif ext == ".png":
+            self._r.save_png(path, True)
+        elif ext in (".json", ".html", ".htm"):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.to_json() + "\n" if ext == ".json" else self.to_html())
+        else:
+            raise Error(f"{path}: unknown extension (use .json, .html, .png or .npy)")
