@@ -15,6 +15,7 @@
 #include "models/rwkv_random.h"
 
 using namespace ssmx;
+using namespace ssmx::bench;
 
 namespace {
 
