@@ -66,9 +66,9 @@ void bm_attention_mean(benchmark::State& st) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string json = take_flag(argc, argv, "--json", "");
-  const int layers = std::stoi(take_flag(argc, argv, "--layers", "12"));
-  const std::string seqlens = take_flag(argc, argv, "--seqlens", "512,2048");
+  const std::string json = take_flag(argc, argv, "json", "");
+  const int layers = std::stoi(take_flag(argc, argv, "layers", "12"));
+  const std::string seqlens = take_flag(argc, argv, "seqlens", "512,2048");
   g.cfg.n_layer = layers, g.cfg.hidden = 768, g.cfg.att = 768, g.cfg.ffn = 3072, g.cfg.vocab = 50277;
   g.cfg.rescale_every = 6;
   const std::string dir = (std::filesystem::temp_directory_path() / "ssmx-bench-rwkv").string();
@@ -86,7 +86,11 @@ int main(int argc, char** argv) {
   if (!json.empty()) {
     std::ofstream f(json);
     f << "{\n  \"model\": \"random rwkv-4-169m shape (hidden 768, " << layers << " layers, vocab 50277)\",\n"
-      << "  \"threads\": " << num_threads() << ",\n  \"best_seconds\": {";
+      << "  \"threads\": " << num_threads() << ",\n";
+    std::ifstream la("/proc/loadavg");
+    double load = 0;
+    la >> load;
+    f << "  \"load_average_1min\": " << load << ",\n  \"best_seconds\": {";
     bool first = true;
     for (const auto& [k, v] : g.best) {
       f << (first ? "\n" : ",\n") << "    \"" << k << "\": " << v;
