@@ -50,8 +50,8 @@ struct Loader {
   }
   std::vector<float> norm(const std::string& name, int64_t n) {  // Gemma RMSNorm: 1 + w
     Param p = get(name, {n});
-    std::vector<float> v(size_t(n));
-    for (int64_t k = 0; k < n; ++k) v[size_t(k)] = 1.0f + p.p[k];
+    std::vector<float> v(static_cast<size_t>(n));
+    for (int64_t k = 0; k < n; ++k) v[static_cast<size_t>(k)] = 1.0f + p.p[k];
     return v;
   }
 };

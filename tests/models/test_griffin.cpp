@@ -70,6 +70,7 @@ TEST_P(GriffinFixture, MatchesPyTorchReference) {
   opt.keep_activations = true;
   ForwardResult out = model->forward(ids, opt);
   int compared = 0;
+  double worst = 0;
   std::set<std::string> seen;
   for (const auto& [name, t] : r) {
     if (name == "input_ids") continue;
@@ -83,12 +84,14 @@ TEST_P(GriffinFixture, MatchesPyTorchReference) {
     std::vector<float> want = to_f32(t);
     const double err = test::parity_error(got->ptr(), want.data(), got->numel());
     EXPECT_LE(err, kTol) << name << ": parity error " << err;
+    worst = std::max(worst, err);
     ++compared;
     seen.insert(name);
   }
   // Every activation the engine exposes is checked (reference and engine have the same names).
   for (const auto& [name, t] : out.acts) EXPECT_TRUE(seen.count(name)) << "activation '" << name << "' has no reference";
-  EXPECT_GE(compared, 40);
+  EXPECT_GE(compared, 35);
+  std::printf("%s: %d tensors, worst parity error %.3g\n", GetParam(), compared, worst);
   // Last-position logits equal the last row.
   ForwardOptions last;
   last.all_logits = false;
