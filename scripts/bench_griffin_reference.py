@@ -77,6 +77,10 @@ def main():
                 best = min(best, time.perf_counter() - t0)
             print(f"T={T}: {best:.3f} s", flush=True)
             results.append({"T": T, "seconds": round(best, 4)})
+            write(a, results)
+
+
+def write(a, results):
     out = {"what": "PyTorch reference forward of RecurrentGemma (griffin_ref.py, sequential RG-LRU scan), float32, "
                    "full capped logits [T, V], best of repeats after warm-up",
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
