@@ -82,7 +82,7 @@ struct State {
 } g;
 
 std::vector<int32_t> make_ids(int64_t T) {
-  std::vector<int32_t> ids(size_t(T));
+  std::vector<int32_t> ids(static_cast<size_t>(T));
   for (int64_t i = 0; i < T; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % kV);
   return ids;
 }
