@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include "core/error.h"
+#include "models/griffin.h"
 #include "models/mamba.h"
 #include "models/rwkv.h"
 
@@ -18,8 +19,8 @@ std::string detect_family(const Checkpoint& ck) {
   if (c.contains("model_type")) {
     if (!c["model_type"].is_string()) throw Error(where, "model_type is not a string");
     const std::string mt = c["model_type"].get<std::string>();
-    if (mt == "mamba" || mt == "falcon_mamba" || mt == "rwkv") return mt;
-    throw Error(where, "unknown model_type '" + mt + "' (supported: mamba, falcon_mamba, rwkv)");
+    if (mt == "mamba" || mt == "falcon_mamba" || mt == "rwkv" || mt == "recurrent_gemma") return mt;
+    throw Error(where, "unknown model_type '" + mt + "' (supported: mamba, falcon_mamba, rwkv, recurrent_gemma)");
   }
   if (c.contains("d_model")) {  // original state-spaces/mamba config (mamba_ssm MambaConfig)
     if (c.contains("ssm_cfg") && c["ssm_cfg"].is_object() && c["ssm_cfg"].contains("layer") &&
@@ -41,6 +42,7 @@ std::unique_ptr<CausalLM> load_causal_lm(const Checkpoint& ck) {
   if (fam == "mamba") return MambaModel::load(ck, false);
   if (fam == "falcon_mamba") return MambaModel::load(ck, true);
   if (fam == "rwkv") return RwkvModel::load(ck);
+  if (fam == "recurrent_gemma") return GriffinModel::load(ck);
   if (fam == "vim") throw Error(ck.path, "this is a Vision Mamba (an image classifier), not a language model");
   throw Error(ck.path, "family '" + fam + "' is not supported");
 }
