@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(3);
   for (float& x : g.pixels.data) x = float(std::normal_distribution<double>(0.0, 1.0)(rng));
 
-  benchmark::RegisterBenchmark("forward_vim/T=" + std::to_string(g.model->config().n_tokens), bm_forward)
+  benchmark::RegisterBenchmark(("forward_vim/T=" + std::to_string(g.model->config().n_tokens)).c_str(), bm_forward)
       ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
