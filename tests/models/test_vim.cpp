@@ -9,11 +9,13 @@
 #include "core/error.h"
 #include "core/runtime.h"
 #include "io/checkpoint.h"
+#include "io/pickle.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "models/vim.h"
 
 using namespace ssmx;
+using namespace std::string_literals;
 
 namespace {
 
@@ -119,4 +121,59 @@ TEST(Vim, BadInputsGiveOneLineErrors) {
   }
   // A Mamba language model is not a Vim.
   EXPECT_FALSE(VimModel::detect(open_checkpoint(test::data_dir() + "/models/mamba-f32-safetensors")));
+}
+
+TEST(Vim, MissingTensorNamesTheTensorAndTheFile) {
+  const Checkpoint ck = open_checkpoint(kDir + "/vim-tiny-random.safetensors");
+  test::TempDir td;
+  std::vector<SafetensorsEntry> entries;
+  std::vector<std::vector<float>> keep;
+  size_t dropped = 0;
+  for (const auto& [name, t] : ck.tensors) {
+    if (name == "layers.1.mixer.dt_proj_b.bias") {
+      ++dropped;
+      continue;
+    }
+    keep.push_back(to_f32(t));
+    entries.push_back(make_f32_entry(name, t.shape, keep.back().data()));
+  }
+  ASSERT_EQ(dropped, 1u);
+  const std::string bad = td.file("missing.safetensors");
+  write_safetensors(bad, entries);
+  const Checkpoint ckb = open_checkpoint(bad);
+  EXPECT_TRUE(VimModel::detect(ckb));  // still looks like a Vim: the loader, not detection, must complain
+  try {
+    VimModel::load(ckb);
+    FAIL() << "a Vim without layers.1.mixer.dt_proj_b.bias loaded";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("dt_proj_b.bias"), std::string::npos) << w;
+    EXPECT_NE(w.find("missing.safetensors"), std::string::npos) << w;
+  }
+}
+
+TEST(Vim, CallableInsideTheModelEntryIsRefused) {
+  // {'model': os.system('ls'), 'args': argparse.Namespace(lr=0.5)} (protocol 2): the Namespace is an inert object,
+  // the os.system global is refused when it is named, before anything could be called.
+  const std::string evil = "\x80\x02}q\x00(X\x05\x00\x00\x00modelq\x01" "cos\nsystem\nq\x02X\x02\x00\x00\x00ls\x85R"
+                           "X\x04\x00\x00\x00" "argsq\x03" "cargparse\nNamespace\nq\x04)Rq\x05}q\x06X\x02\x00\x00\x00lrG"
+                           "?\xe0\x00\x00\x00\x00\x00\x00sbu."s;
+  try {
+    pickle::unpickle(reinterpret_cast<const uint8_t*>(evil.data()), evil.size(), "evil.pth");
+    FAIL() << "os.system inside 'model' was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'os.system', which is not allowed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("evil.pth"), std::string::npos) << e.what();
+  }
+  // The same container with a plain tensor-free model entry and the Namespace loads: the refusal above is about
+  // the callable, not the layout.
+  const std::string ok = "\x80\x02}q\x00(X\x05\x00\x00\x00modelq\x01}X\x04\x00\x00\x00" "argsq\x03"
+                         "cargparse\nNamespace\nq\x04)Rq\x05}q\x06X\x02\x00\x00\x00lrG"
+                         "?\xe0\x00\x00\x00\x00\x00\x00sbu."s;
+  const pickle::Unpickled u = pickle::unpickle(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), "ok.pth");
+  ASSERT_NE(u.root, nullptr);
+  ASSERT_NE(u.root->get("args"), nullptr);
+  EXPECT_EQ(u.root->get("args")->qualified_name(), "argparse.Namespace");
+  ASSERT_NE(u.root->get("model"), nullptr);
+  EXPECT_EQ(u.root->get("model")->kind, pickle::Kind::Dict);
 }
