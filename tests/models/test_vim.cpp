@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "../test_util.h"
@@ -56,7 +57,10 @@ TEST(Vim, MatchesTheReferenceFromPthAndSafetensors) {
     o.keep_activations = true;
     const VimForwardResult r = m->forward(pixels, o);
     const Tensor want = ref.get("logits");
-    EXPECT_LT(test::parity_error(r.logits.ptr(), want.ptr(), want.numel()), 1e-4) << file;
+    const double logit_err = test::parity_error(r.logits.ptr(), want.ptr(), want.numel());
+    EXPECT_LT(logit_err, 1e-4) << file;
+    double worst = 0.0;
+    std::string worst_name;
     int compared = 0;
     for (const std::string& n : ref.names()) {
       if (n == "pixels" || n == "logits") continue;
@@ -64,9 +68,13 @@ TEST(Vim, MatchesTheReferenceFromPthAndSafetensors) {
       ASSERT_NE(it, r.acts.end()) << "no activation " << n;
       const Tensor w = ref.get(n);
       ASSERT_EQ(it->second.numel(), w.numel()) << n;
-      EXPECT_LT(test::parity_error(it->second.ptr(), w.ptr(), w.numel()), 1e-4) << n << " from " << file;
+      const double err = test::parity_error(it->second.ptr(), w.ptr(), w.numel());
+      EXPECT_LT(err, 1e-4) << n << " from " << file;
+      if (err > worst) worst = err, worst_name = n;
       ++compared;
     }
+    std::printf("vim parity (%s): logits %.2e, worst of %d activations %.2e (%s)\n", file, logit_err, compared, worst,
+                worst_name.c_str());
     EXPECT_GT(compared, 40);
     if (logits_pth.empty()) logits_pth = r.logits.data;
     else EXPECT_EQ(r.logits.data, logits_pth);  // both layouts hold the same f32 weights
