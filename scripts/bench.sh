@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh            forward of a mamba-130m-shaped model at T=512 and 2048
 #   scripts/bench.sh --grad     gradient×input and MambaLRP (forward + backward) at T=256 and 1024
+#   scripts/bench.sh --vim      forward of a Vim-S-shaped Vision Mamba at 224×224 (197 tokens, D 384, 24 layers)
 #
 # The PyTorch side needs Debian's python3-torch (installed here if missing: it is large, and only benchmarks and
 # fixture scripts use it). Results: bench/results/reference_forward.json and bench/results/forward.json
@@ -19,6 +20,12 @@ if [ "${1:-}" = "--grad" ]; then
   echo "bench: PyTorch reference gradient and MambaLRP (this takes several minutes)"
   /usr/bin/python3 scripts/bench_reference.py --grad --out bench/results/reference_grad.json
   build/bench_grad --reference=bench/results/reference_grad.json --json=bench/results/grad.json
+  exit 0
+fi
+if [ "${1:-}" = "--vim" ]; then
+  echo "bench: PyTorch Vision Mamba reference (this takes several minutes)"
+  /usr/bin/python3 scripts/bench_vim_reference.py --out bench/results/reference_vim.json
+  build/bench_vim --reference=bench/results/reference_vim.json --json=bench/results/vim.json
   exit 0
 fi
 echo "bench: PyTorch reference forward (this takes a few minutes)"

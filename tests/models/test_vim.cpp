@@ -3,18 +3,21 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "../test_util.h"
 #include "core/error.h"
 #include "core/runtime.h"
 #include "io/checkpoint.h"
+#include "io/pickle.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "models/mamba_grad.h"
 #include "models/vim.h"
 
 using namespace ssmx;
+using namespace std::string_literals;
 
 namespace {
 
@@ -55,7 +58,10 @@ TEST(Vim, MatchesTheReferenceFromPthAndSafetensors) {
     o.keep_activations = true;
     const VimForwardResult r = m->forward(pixels, o);
     const Tensor want = ref.get("logits");
-    EXPECT_LT(test::parity_error(r.logits.ptr(), want.ptr(), want.numel()), 1e-4) << file;
+    const double logit_err = test::parity_error(r.logits.ptr(), want.ptr(), want.numel());
+    EXPECT_LT(logit_err, 1e-4) << file;
+    double worst = 0.0;
+    std::string worst_name;
     int compared = 0;
     for (const std::string& n : ref.names()) {
       if (n == "pixels" || n == "logits" || n.rfind("grad_", 0) == 0 || n.rfind("logit_", 0) == 0) continue;
@@ -63,9 +69,13 @@ TEST(Vim, MatchesTheReferenceFromPthAndSafetensors) {
       ASSERT_NE(it, r.acts.end()) << "no activation " << n;
       const Tensor w = ref.get(n);
       ASSERT_EQ(it->second.numel(), w.numel()) << n;
-      EXPECT_LT(test::parity_error(it->second.ptr(), w.ptr(), w.numel()), 1e-4) << n << " from " << file;
+      const double err = test::parity_error(it->second.ptr(), w.ptr(), w.numel());
+      EXPECT_LT(err, 1e-4) << n << " from " << file;
+      if (err > worst) worst = err, worst_name = n;
       ++compared;
     }
+    std::printf("vim parity (%s): logits %.2e, worst of %d activations %.2e (%s)\n", file, logit_err, compared, worst,
+                worst_name.c_str());
     EXPECT_GT(compared, 40);
     if (logits_pth.empty()) logits_pth = r.logits.data;
     else EXPECT_EQ(r.logits.data, logits_pth);  // both layouts hold the same f32 weights
@@ -176,4 +186,58 @@ TEST(Vim, MirrorSymmetry) {
   EXPECT_LT(test::parity_error(b.logits.ptr(), a.logits.ptr(), a.logits.numel()), 1e-5);
   // and the swap is not a no-op: the unreversed input gives other logits
   EXPECT_GT(test::parity_error(mirror->forward_tokens(tok).logits.ptr(), a.logits.ptr(), a.logits.numel()), 1e-4);
+
+TEST(Vim, MissingTensorNamesTheTensorAndTheFile) {
+  const Checkpoint ck = open_checkpoint(kDir + "/vim-tiny-random.safetensors");
+  test::TempDir td;
+  std::vector<SafetensorsEntry> entries;
+  std::vector<std::vector<float>> keep;
+  size_t dropped = 0;
+  for (const auto& [name, t] : ck.tensors) {
+    if (name == "layers.1.mixer.dt_proj_b.bias") {
+      ++dropped;
+      continue;
+    }
+    keep.push_back(to_f32(t));
+    entries.push_back(make_f32_entry(name, t.shape, keep.back().data()));
+  }
+  ASSERT_EQ(dropped, 1u);
+  const std::string bad = td.file("missing.safetensors");
+  write_safetensors(bad, entries);
+  const Checkpoint ckb = open_checkpoint(bad);
+  EXPECT_TRUE(VimModel::detect(ckb));  // still looks like a Vim: the loader, not detection, must complain
+  try {
+    VimModel::load(ckb);
+    FAIL() << "a Vim without layers.1.mixer.dt_proj_b.bias loaded";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("dt_proj_b.bias"), std::string::npos) << w;
+    EXPECT_NE(w.find("missing.safetensors"), std::string::npos) << w;
+  }
+}
+
+TEST(Vim, CallableInsideTheModelEntryIsRefused) {
+  // {'model': os.system('ls'), 'args': argparse.Namespace(lr=0.5)} (protocol 2): the Namespace is an inert object,
+  // the os.system global is refused when it is named, before anything could be called.
+  const std::string evil = "\x80\x02}q\x00(X\x05\x00\x00\x00modelq\x01" "cos\nsystem\nq\x02X\x02\x00\x00\x00ls\x85R"
+                           "X\x04\x00\x00\x00" "argsq\x03" "cargparse\nNamespace\nq\x04)Rq\x05}q\x06X\x02\x00\x00\x00lrG"
+                           "?\xe0\x00\x00\x00\x00\x00\x00sbu."s;
+  try {
+    pickle::unpickle(reinterpret_cast<const uint8_t*>(evil.data()), evil.size(), "evil.pth");
+    FAIL() << "os.system inside 'model' was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'os.system', which is not allowed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("evil.pth"), std::string::npos) << e.what();
+  }
+  // The same container with a plain tensor-free model entry and the Namespace loads: the refusal above is about
+  // the callable, not the layout.
+  const std::string ok = "\x80\x02}q\x00(X\x05\x00\x00\x00modelq\x01}X\x04\x00\x00\x00" "argsq\x03"
+                         "cargparse\nNamespace\nq\x04)Rq\x05}q\x06X\x02\x00\x00\x00lrG"
+                         "?\xe0\x00\x00\x00\x00\x00\x00sbu."s;
+  const pickle::Unpickled u = pickle::unpickle(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), "ok.pth");
+  ASSERT_NE(u.root, nullptr);
+  ASSERT_NE(u.root->get("args"), nullptr);
+  EXPECT_EQ(u.root->get("args")->qualified_name(), "argparse.Namespace");
+  ASSERT_NE(u.root->get("model"), nullptr);
+  EXPECT_EQ(u.root->get("model")->kind, pickle::Kind::Dict);
 }
