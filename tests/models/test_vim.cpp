@@ -186,6 +186,7 @@ TEST(Vim, MirrorSymmetry) {
   EXPECT_LT(test::parity_error(b.logits.ptr(), a.logits.ptr(), a.logits.numel()), 1e-5);
   // and the swap is not a no-op: the unreversed input gives other logits
   EXPECT_GT(test::parity_error(mirror->forward_tokens(tok).logits.ptr(), a.logits.ptr(), a.logits.numel()), 1e-4);
+}
 
 TEST(Vim, MissingTensorNamesTheTensorAndTheFile) {
   const Checkpoint ck = open_checkpoint(kDir + "/vim-tiny-random.safetensors");
