@@ -229,3 +229,21 @@ TEST(Mamba2Model, RejectsOutOfRangeTokenIds) {
   auto m = load_causal_lm(ck);
   EXPECT_THROW(m->forward({1, 2, int32_t(m->vocab_size())}, {}), Error);
 }
+
+TEST(Mamba2Model, ConfigWithPythonInfinityLoads) {
+  // transformers writes time_step_limit = [0.0, Infinity] (Python's json for float('inf')).
+  test::TempDir td;
+  const std::string dir = edited_copy(td, "mamba2-f32-safetensors", [](nlohmann::json& c) { c["time_step_limit"] = "@@"; });
+  std::string text = test::read_file(td.file("config.json"));
+  const size_t at = text.find("\"@@\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 4, "[0.02, Infinity]");
+  test::write_file(td.file("config.json"), text);
+  Checkpoint ck = open_checkpoint(dir);
+  auto m = Mamba2Model::load(ck);
+  EXPECT_FLOAT_EQ(m->config().dt_min, 0.02f);
+  EXPECT_TRUE(std::isinf(m->config().dt_max));
+  // Still invalid JSON elsewhere is an error naming the file.
+  test::write_file(td.file("config.json"), "{\"model_type\": Infinityx}");
+  EXPECT_NE(load_error(dir).find("config.json"), std::string::npos);
+}
