@@ -132,6 +132,8 @@ void register_attention(CLI::App& app, Globals& g) {
     if ((compat != AttnCompat::None || bcompat != BidirCompat::None) && !o->row_set)
       throw Error("--compat", o->compat + " applies to a row: add --row I" + std::string(vim ? " or --class-row" : ""));
     const MambaModel* mamba = vim ? nullptr : dynamic_cast<const MambaModel*>(m.model.get());
+    if (!vim && !mamba && m.model->info().family == "mamba2")
+      throw Error(o->model, "attention for mamba2: not yet in the CLI (the library has it: attribution/mamba2_attention.h)");
     if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba and vim models");
     std::vector<int32_t> ids;
     LoadedImage image;

@@ -14,6 +14,36 @@ namespace ssmx {
 
 namespace {
 
+// Python's json module writes float('inf') and nan as the bare words Infinity, -Infinity and NaN (transformers'
+// Mamba2Config has time_step_limit = [0.0, Infinity]). Outside strings, those words become null.
+std::string nonfinite_to_null(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_str = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_str) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size()) out += text[++i];
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    bool replaced = false;
+    for (const char* w : {"-Infinity", "Infinity", "NaN"}) {
+      const size_t n = std::char_traits<char>::length(w);
+      if (text.compare(i, n, w) == 0) {
+        out += "null";
+        i += n - 1;
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) out += c;
+  }
+  return out;
+}
+
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path, "cannot open");
@@ -21,6 +51,7 @@ nlohmann::json read_json_file(const std::string& path) {
   ss << f.rdbuf();
   const std::string text = ss.str();
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) j = nlohmann::json::parse(nonfinite_to_null(text), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     // Re-parse with exceptions to get the byte position for the message.
     try {

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "models/griffin.h"
 #include "models/mamba.h"
+#include "models/mamba2.h"
 #include "models/rwkv.h"
 
 namespace ssmx {
@@ -19,13 +20,14 @@ std::string detect_family(const Checkpoint& ck) {
   if (c.contains("model_type")) {
     if (!c["model_type"].is_string()) throw Error(where, "model_type is not a string");
     const std::string mt = c["model_type"].get<std::string>();
-    if (mt == "mamba" || mt == "falcon_mamba" || mt == "rwkv" || mt == "recurrent_gemma") return mt;
-    throw Error(where, "unknown model_type '" + mt + "' (supported: mamba, falcon_mamba, rwkv, recurrent_gemma)");
+    if (mt == "mamba" || mt == "falcon_mamba" || mt == "rwkv" || mt == "recurrent_gemma" || mt == "mamba2") return mt;
+    throw Error(where, "unknown model_type '" + mt + "' (supported: mamba, falcon_mamba, mamba2, rwkv, recurrent_gemma)");
   }
   if (c.contains("d_model")) {  // original state-spaces/mamba config (mamba_ssm MambaConfig)
+    if (c.contains("ssm_cfg") && c["ssm_cfg"].is_object() && c["ssm_cfg"].value("layer", "") == "Mamba2") return "mamba2";
     if (c.contains("ssm_cfg") && c["ssm_cfg"].is_object() && c["ssm_cfg"].contains("layer") &&
         c["ssm_cfg"]["layer"] != "Mamba1")
-      throw Error(where, "ssm_cfg.layer " + c["ssm_cfg"]["layer"].dump() + " is not supported yet (supported: Mamba1)");
+      throw Error(where, "ssm_cfg.layer " + c["ssm_cfg"]["layer"].dump() + " is not supported yet (supported: Mamba1, Mamba2)");
     return "mamba";
   }
   // No config: recognise Vision Mamba and Mamba-1 by their tensors.
@@ -33,6 +35,8 @@ std::string detect_family(const Checkpoint& ck) {
   if (ck.find("rwkv.embeddings.weight") && ck.find("rwkv.blocks.0.attention.time_decay")) return "rwkv";
   for (const char* n : {"backbone.layers.0.mixer.A_log", "layers.0.mixer.A_log"})
     if (const RawTensor* t = ck.find(n); t && t->shape.size() == 2) return "mamba";
+  for (const char* n : {"backbone.layers.0.mixer.A_log", "layers.0.mixer.A_log"})
+    if (const RawTensor* t = ck.find(n); t && t->shape.size() == 1) return "mamba2";
   if (ck.config_path.empty()) throw Error(ck.path, "cannot tell the model family: no config.json and no Mamba tensors");
   throw Error(where, "cannot tell the model family: no model_type");
 }
@@ -43,6 +47,7 @@ std::unique_ptr<CausalLM> load_causal_lm(const Checkpoint& ck) {
   if (fam == "falcon_mamba") return MambaModel::load(ck, true);
   if (fam == "rwkv") return RwkvModel::load(ck);
   if (fam == "recurrent_gemma") return GriffinModel::load(ck);
+  if (fam == "mamba2") return Mamba2Model::load(ck);
   if (fam == "vim") throw Error(ck.path, "this is a Vision Mamba (an image classifier), not a language model");
   throw Error(ck.path, "family '" + fam + "' is not supported");
 }

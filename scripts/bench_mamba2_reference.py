@@ -1,0 +1,70 @@
+#!/usr/bin/python3
+"""Times the PyTorch reference forward (scripts/reference/mamba2_ref.py, float32, the chunked SSD as transformers'
+torch_forward runs it) on the shape of bench/bench_mamba2.cpp: mamba2-130m (Dm 768, 24 layers, Di 1536, 24 heads of 64,
+1 group, state 128, V 50288), random weights, all logits.
+
+    /usr/bin/python3 scripts/bench_mamba2_reference.py [--seqlens 512,2048] [--layers 24] [--json FILE]
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+import mamba2_ref as ref  # noqa: E402
+
+
+def random_model(layers, Dm=768, Di=1536, P=64, G=1, N=128, K=4, V=50288):
+    g = torch.Generator().manual_seed(7)
+    H = Di // P
+    W = 2 * Di + 2 * G * N + H
+    sd = {"backbone.embeddings.weight": torch.randn(V, Dm, generator=g) * 0.05}
+    for i in range(layers):
+        p = f"backbone.layers.{i}."
+        sd[p + "norm.weight"] = torch.ones(Dm)
+        sd[p + "mixer.in_proj.weight"] = torch.randn(W, Dm, generator=g) / math.sqrt(Dm)
+        sd[p + "mixer.conv1d.weight"] = torch.randn(Di + 2 * G * N, 1, K, generator=g) * 0.5
+        sd[p + "mixer.conv1d.bias"] = torch.rand(Di + 2 * G * N, generator=g) - 0.5
+        dt = 0.001 + 0.1 * torch.rand(H, generator=g)
+        sd[p + "mixer.dt_bias"] = torch.log(torch.expm1(dt))
+        sd[p + "mixer.A_log"] = torch.log(1 + 15 * torch.rand(H, generator=g))
+        sd[p + "mixer.D"] = torch.ones(H)
+        sd[p + "mixer.norm.weight"] = torch.ones(Di)
+        sd[p + "mixer.out_proj.weight"] = torch.randn(Dm, Di, generator=g) / math.sqrt(Di)
+    sd["backbone.norm_f.weight"] = torch.ones(Dm)
+    cfg = {"model_type": "mamba2", "n_groups": G, "tie_word_embeddings": True, "chunk_size": 256}
+    return sd, cfg
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seqlens", default="512,2048")
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--repeats", type=int, default=1)
+    a = ap.parse_args()
+    sd, cfg = random_model(a.layers)
+    out = {"what": "PyTorch reference forward (float32, chunked SSD), mamba2-130m shape, all logits",
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "layers": a.layers, "results": []}
+    for T in [int(s) for s in a.seqlens.split(",")]:
+        ids = [(i * 7919 + 13) % 50288 for i in range(T)]
+        best = math.inf
+        with torch.no_grad():
+            for _ in range(a.repeats):
+                t0 = time.perf_counter()
+                ref.forward(sd, cfg, ids, dtype=torch.float32, collect=False, chunked=True)
+                best = min(best, time.perf_counter() - t0)
+        print(f"T={T}: {best:.3f} s", flush=True)
+        out["results"].append({"T": T, "seconds": best})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
