@@ -204,10 +204,15 @@ TEST(Flipping, RandomNearZeroMambaLrpClearlyPositiveOnTheDemoModel) {
   EXPECT_EQ(s[0].method, "random");
   EXPECT_EQ(s[0].examples, 60);
   std::printf("dAF random %.4f mamba-lrp %.4f grad-input %.4f\n", s[0].delta_af, s[1].delta_af, s[2].delta_af);
-  EXPECT_LT(std::fabs(s[0].delta_af), RANDOM_BOUND);
-  EXPECT_GT(s[1].delta_af, LRP_BOUND);
-  EXPECT_GT(s[1].delta_af, s[0].delta_af + LRP_BOUND);
-  EXPECT_GT(s[1].auac, s[0].auac);
+  // measured: random 0.179, grad-input 1.973, mamba-lrp 13.913
+  EXPECT_LT(std::fabs(s[0].delta_af), 1.0);
+  EXPECT_GT(s[1].delta_af, 10.0);
+  EXPECT_GT(s[2].delta_af, s[0].delta_af + 1.0);
+  EXPECT_GT(s[1].auac, s[0].auac + 5.0);
+  EXPECT_LT(s[1].au_mse, 0.5 * s[0].au_mse);
+  // deleting the least relevant first is the mirror of inserting the most relevant first (same masks), so with
+  // one token per step AUAC equals A_LeRF
+  EXPECT_NEAR(s[1].auac, s[1].a_lerf, 1e-9);
 }
 
 TEST(Flipping, ShardsMergeToTheSingleRunAndResumeAfterTruncation) {
@@ -257,4 +262,47 @@ TEST(Flipping, ShardsMergeToTheSingleRunAndResumeAfterTruncation) {
   test::write_file(td.file("bad.jsonl"), "{\"x\": 1}\n" + full);
   EXPECT_THROW(completed_records(td.file("bad.jsonl")), Error);
   EXPECT_THROW(read_records({td.file("bad.jsonl")}), Error);
+}
+
+TEST(FlippingCli, ShardMergeResumeAndErrors) {
+  test::TempDir td;
+  const std::vector<std::string> common = {"eval", "flipping", kDemo, "--data", kDemo + "/heldout.jsonl", "--method",
+                                           "random,grad-input", "--limit", "5", "--skip-first", "2", "--skip-last", "2",
+                                           "--steps", "4"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = common;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return test::run_cli(a);
+  };
+  auto r = with({"--out", td.file("all.jsonl")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("| grad-input |"), std::string::npos) << r.out;
+  for (int i = 0; i < 2; ++i) {
+    r = with({"--shard", std::to_string(i) + "/2", "--out", td.file("s" + std::to_string(i) + ".jsonl")});
+    ASSERT_EQ(r.rc, 0) << r.err;
+  }
+  r = test::run_cli({"eval", "merge", td.file("all.jsonl"), "--csv", td.file("all.csv")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = test::run_cli({"eval", "merge", td.file("s0.jsonl"), td.file("s1.jsonl"), "--csv", td.file("sh.csv"), "--json",
+                     td.file("sh.json"), "--markdown", td.file("sh.md"), "--plot", td.file("plots")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(test::read_file(td.file("all.csv")), test::read_file(td.file("sh.csv")));
+  EXPECT_NE(test::read_file(td.file("sh.md")).find("| random |"), std::string::npos);
+  for (const char* f : {"flipping_morf.png", "flipping_lerf.svg", "flipping_activation.png", "flipping_pruning.svg"})
+    EXPECT_TRUE(std::filesystem::file_size(td.file(std::string("plots/") + f)) > 100) << f;
+  // resume after a cut
+  const std::string full = test::read_file(td.file("all.jsonl"));
+  test::write_file(td.file("cut.jsonl"), full.substr(0, full.size() / 2));
+  r = with({"--out", td.file("cut.jsonl"), "--resume"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(test::read_file(td.file("cut.jsonl")), full);
+  // bad input: exit code 2 and a message naming the problem
+  r = with({"--mask", "blank"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("--mask"), std::string::npos) << r.err;
+  r = with({"--shard", "2/2"});
+  EXPECT_EQ(r.rc, 2);
+  r = test::run_cli({"eval", "flipping", kDemo, "--data", test::data_dir() + "/eval/sst2_dev.tsv", "--labels", "0: bad"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("sst2_dev.tsv:2: label '1' is not in the label map"), std::string::npos) << r.err;
 }
