@@ -11,6 +11,7 @@
 #include "eval/flipping.h"
 #include "eval/runner.h"
 #include "eval/text_data.h"
+#include "core/runtime.h"
 #include "io/checkpoint.h"
 #include "models/mamba_grad.h"
 
@@ -181,6 +182,7 @@ TEST(Flipping, TokenAndRemoveMasksAndPruning) {
 namespace {
 
 struct Demo {
+  Demo() { set_num_threads(1); }  // the demo model is tiny: one thread avoids OpenMP waits on a loaded machine
   Checkpoint ck = open_checkpoint(kDemo);
   std::unique_ptr<MambaModel> m = MambaModel::load(ck, false);
   Tokenizer tok = Tokenizer::from_file(kDemo + "/tokenizer.json");
