@@ -268,7 +268,7 @@ TEST(Flipping, ShardsMergeToTheSingleRunAndResumeAfterTruncation) {
 
 TEST(FlippingCli, ShardMergeResumeAndErrors) {
   test::TempDir td;
-  const std::vector<std::string> common = {"eval", "flipping", kDemo, "--data", kDemo + "/heldout.jsonl", "--method",
+  const std::vector<std::string> common = {"--threads", "1", "eval", "flipping", kDemo, "--data", kDemo + "/heldout.jsonl", "--method",
                                            "random,grad-input", "--limit", "5", "--skip-first", "2", "--skip-last", "2",
                                            "--steps", "4"};
   auto with = [&](std::vector<std::string> extra) {
