@@ -258,8 +258,22 @@ std::unique_ptr<MambaModel> MambaModel::load(const Checkpoint& ck, bool falcon) 
 }
 
 ForwardResult MambaModel::forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const {
+  return forward_impl(&ids, nullptr, opt);
+}
+
+ForwardResult MambaModel::forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const {
+  if (embeds.shape.size() != 2 || embeds.shape[1] != cfg_.d_model)
+    throw Error("input", "embeddings of shape " + shape_str(embeds.shape) + ", expected (T, " +
+                             std::to_string(cfg_.d_model) + ")");
+  return forward_impl(nullptr, &embeds, opt);
+}
+
+ForwardResult MambaModel::forward_impl(const std::vector<int32_t>* ids_p, const Tensor* embeds,
+                                       const ForwardOptions& opt) const {
+  static const std::vector<int32_t> no_ids;
+  const std::vector<int32_t>& ids = ids_p ? *ids_p : no_ids;
   const MambaConfig& cfg = cfg_;
-  const int64_t T = int64_t(ids.size()), Dm = cfg.d_model, E = cfg.d_inner, N = cfg.d_state, K = cfg.d_conv,
+  const int64_t T = embeds ? embeds->shape[0] : int64_t(ids.size()), Dm = cfg.d_model, E = cfg.d_inner, N = cfg.d_state, K = cfg.d_conv,
                 R = cfg.dt_rank, V = cfg.vocab, XW = R + 2 * N;
   if (T == 0) throw Error("input", "no tokens to run");
   for (int32_t id : ids)
@@ -289,7 +303,10 @@ ForwardResult MambaModel::forward(const std::vector<int32_t>& ids, const Forward
   std::vector<float> xz(size_t(T * 2 * E)), conv(size_t(T * E)), u(size_t(T * E)), delta(size_t(T * E)),
       y(size_t(T * E)), xdbl(size_t(T * XW));
   std::vector<float> ssm(capture ? size_t(T * E) : 0);
-  for (int64_t t = 0; t < T; ++t) std::memcpy(h.data() + t * Dm, embed_.p + int64_t(ids[t]) * Dm, size_t(Dm) * 4);
+  if (embeds)
+    std::memcpy(h.data(), embeds->ptr(), size_t(T * Dm) * 4);
+  else
+    for (int64_t t = 0; t < T; ++t) std::memcpy(h.data() + t * Dm, embed_.p + int64_t(ids[t]) * Dm, size_t(Dm) * 4);
 
   for (int64_t i = 0; i < cfg.n_layer; ++i) {
     const MambaLayer& ly = layers_[size_t(i)];

@@ -59,6 +59,8 @@ class MambaModel : public CausalLM {
   const ModelInfo& info() const override { return info_; }
   int64_t vocab_size() const override { return cfg_.vocab; }
   ForwardResult forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const override;
+  // The same forward from explicit input embeddings (T, Dm) instead of token ids (masking by zero embeddings).
+  ForwardResult forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const;
 
   const MambaConfig& config() const { return cfg_; }
   const MambaLayer& layer(int64_t i) const { return layers_[size_t(i)]; }
@@ -74,6 +76,7 @@ class MambaModel : public CausalLM {
   Param head_;    // (V, Dm); points at embed_ when tied
   std::vector<MambaLayer> layers_;
   std::vector<std::shared_ptr<MappedFile>> keep_alive_;
+  ForwardResult forward_impl(const std::vector<int32_t>* ids, const Tensor* embeds, const ForwardOptions& opt) const;
 };
 
 }  // namespace ssmx
