@@ -134,7 +134,27 @@ def write_mat(path, imgs, masks):
         fh.write(header)
 
 
+def check_against_sklearn():
+    # Optional: the reimplemented AP / F1 against the real sklearn when it is installed (python3-sklearn).
+    try:
+        from sklearn.metrics import average_precision_score, f1_score
+    except ImportError:
+        print("sklearn not installed: AP/F1 not cross-checked")
+        return
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(2, 60))
+        y = (rng.random(n) > 0.6).astype(int)
+        y[0] = 1
+        s = (np.floor(rng.random(n) * int(rng.integers(1, 8))) / 7).astype(np.float32)
+        p = (rng.random(n) > 0.5).astype(int)
+        assert abs(ap_score(y, s) - average_precision_score(y, s)) < 1e-12
+        assert abs(f1(y, p) - f1_score(y, p)) < 1e-12
+    print("AP and F1 agree with sklearn")
+
+
 def main():
+    check_against_sklearn()
     rng = np.random.default_rng(20261123)
     os.makedirs(ROOT, exist_ok=True)
     with open(os.path.join(ROOT, "seg_cases.json"), "w") as f:

@@ -55,7 +55,7 @@ std::vector<int> PerturbationAccumulator::add(const std::vector<float>& image01,
                                     std::to_string(opt_.height) + "x" + std::to_string(opt_.width));
   const std::vector<int64_t> order = perturbation_order(relevance, opt_.mode);
   const std::vector<double> xs = fractions();
-  std::vector<float> work(size_t(3 * hw));
+  std::vector<float> work(static_cast<size_t>(3 * hw));
   std::vector<uint8_t> removed(size_t(hw), 0);
   std::vector<int> preds;
   int64_t done = 0;  // pixels of `order` already marked removed (the steps increase)

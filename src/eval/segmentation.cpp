@@ -64,13 +64,13 @@ SegmentationImageStats segmentation_image_stats(const float* map, const uint8_t*
   // sends to "neither class" for the threshold and which sklearn would reject; we use zeros.
   const auto [mn_it, mx_it] = std::minmax_element(res.begin(), res.end());
   const float mn = *mn_it, mx = *mx_it;
-  std::vector<float> norm(size_t(n));
+  std::vector<float> norm(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) norm[size_t(i)] = mx > mn ? (res[size_t(i)] - mn) / (mx - mn) : 0.0f;
   // Threshold at the mean (affine-invariant: computed on the normalised map, as Chefer's script does).
   double sum = 0;
   for (float v : norm) sum += v;
   const double mean = sum / double(n);
-  std::vector<uint8_t> pred(size_t(n));
+  std::vector<uint8_t> pred(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) pred[size_t(i)] = double(norm[size_t(i)]) > mean ? 1 : 0;
 
   SegmentationImageStats s;
@@ -86,8 +86,8 @@ SegmentationImageStats segmentation_image_stats(const float* map, const uint8_t*
 
   // Pooled AP over [1 − Res, Res] against [mask == 0, mask == 1].
   const std::vector<float>& ap_map = opt.compat_unnormalised_ap ? res : norm;
-  std::vector<float> score(size_t(2 * n));
-  std::vector<uint8_t> target(size_t(2 * n));
+  std::vector<float> score(static_cast<size_t>(2 * n));
+  std::vector<uint8_t> target(static_cast<size_t>(2 * n));
   for (int64_t i = 0; i < n; ++i) {
     score[size_t(i)] = 1.0f - ap_map[size_t(i)];
     target[size_t(i)] = mask[i] == 0;
@@ -138,11 +138,11 @@ SegmentationResult SegmentationAccumulator::result() const {
 std::vector<uint8_t> resize_mask_nearest(const uint8_t* mask, int64_t in_h, int64_t in_w, int64_t out_h,
                                          int64_t out_w) {
   if (in_h <= 0 || in_w <= 0 || out_h <= 0 || out_w <= 0) throw Error("resize_mask_nearest", "empty size");
-  std::vector<int64_t> sx(size_t(out_w)), sy(size_t(out_h));
+  std::vector<int64_t> sx(static_cast<size_t>(out_w)), sy(static_cast<size_t>(out_h));
   const double kx = double(in_w) / double(out_w), ky = double(in_h) / double(out_h);
   for (int64_t x = 0; x < out_w; ++x) sx[size_t(x)] = std::min<int64_t>(in_w - 1, int64_t((double(x) + 0.5) * kx));
   for (int64_t y = 0; y < out_h; ++y) sy[size_t(y)] = std::min<int64_t>(in_h - 1, int64_t((double(y) + 0.5) * ky));
-  std::vector<uint8_t> out(size_t(out_h * out_w));
+  std::vector<uint8_t> out(static_cast<size_t>(out_h * out_w));
   for (int64_t y = 0; y < out_h; ++y)
     for (int64_t x = 0; x < out_w; ++x) out[size_t(y * out_w + x)] = mask[sy[size_t(y)] * in_w + sx[size_t(x)]];
   return out;

@@ -140,6 +140,10 @@ struct H5Id {
   H5Id(const H5Id&) = delete;
   H5Id& operator=(const H5Id&) = delete;
   H5Id(H5Id&& o) noexcept : id(o.id) { o.id = H5I_INVALID_HID; }
+  H5Id& operator=(H5Id&& o) noexcept {
+    std::swap(id, o.id);
+    return *this;
+  }
   ~H5Id() {
     if (id >= 0) H5Idec_ref(id);
   }
@@ -153,7 +157,7 @@ std::vector<hsize_t> dims_of(hid_t dset) {
   if (!space.ok()) return {};
   const int rank = H5Sget_simple_extent_ndims(space.id);
   if (rank <= 0 || rank > 8) return {};
-  std::vector<hsize_t> d(size_t(rank));
+  std::vector<hsize_t> d(static_cast<size_t>(rank));
   H5Sget_simple_extent_dims(space.id, d.data(), nullptr);
   return d;
 }
@@ -245,7 +249,7 @@ struct SegmentationDataset::Impl {
     if (dims.size() != 2) throw Error(w, "expected a 2-D mask stored (W, H)");
     const auto raw = read_u8(d.id, dims, w);
     const int64_t W = int64_t(dims[0]), H = int64_t(dims[1]);
-    std::vector<uint8_t> m(size_t(W * H));
+    std::vector<uint8_t> m(static_cast<size_t>(W * H));
     for (int64_t x = 0; x < W; ++x)
       for (int64_t y = 0; y < H; ++y) m[size_t(y * W + x)] = raw[size_t(x * H + y)];
     h = int(H);

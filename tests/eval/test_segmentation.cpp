@@ -39,8 +39,9 @@ TEST(F1Binary, HandComputed) {
 }
 
 TEST(Segmentation, HandComputedTwoByTwo) {
-  // map [[4, 3], [2, 1]] → normalised [1, 2/3, 1/3, 0], mean 1/2 → fg = top row. Mask: fg = left column.
-  const std::vector<float> map = {4, 3, 2, 1};
+  // map [[4, 2], [1, 0]] → normalised [1, 1/2, 1/4, 0] (exact in float32), mean 7/16 → fg = top row.
+  // Mask: fg = left column.
+  const std::vector<float> map = {4, 2, 1, 0};
   const std::vector<uint8_t> mask = {1, 0, 1, 0};
   const auto s = segmentation_image_stats(map.data(), mask.data(), 2, 2);
   EXPECT_EQ(s.correct, 2);
@@ -51,16 +52,17 @@ TEST(Segmentation, HandComputedTwoByTwo) {
   EXPECT_EQ(s.uni[1], 3);
   // rows: [1,0] vs pred [1,1] → F1 2/3; [1,0] vs [0,0] → 0. Mean 1/3.
   EXPECT_NEAR(s.f1, 1.0 / 3.0, 1e-15);
-  // Pooled scores: bg part 1 − r = [0, 1/3, 2/3, 1] with targets [0,1,0,1]; fg part r = [1, 2/3, 1/3, 0] with
-  // targets [1,0,1,0]. Distinct scores 1: (tp 2, fp 0); 2/3: (2, 2); 1/3: (4, 2); 0: (4, 4).
-  // AP = 2/4·1 + 2/4·4/6 = 5/6.
-  EXPECT_NEAR(s.ap, 5.0 / 6.0, 1e-12);
+  // Pooled scores: bg part 1 − r = [0, 1/2, 3/4, 1] with targets [0,1,0,1]; fg part r = [1, 1/2, 1/4, 0] with
+  // targets [1,0,1,0]. Distinct scores 1: (tp 2, fp 0); 3/4: (2, 1); 1/2 (a tie of a positive and a negative):
+  // (3, 2); 1/4: (4, 2); 0: (4, 4). AP = 2/4·1 + 1/4·3/5 + 1/4·4/6.
+  const double want_ap = 0.5 + 0.15 + 1.0 / 6.0;
+  EXPECT_NEAR(s.ap, want_ap, 1e-12);
   SegmentationAccumulator acc;
   acc.add(map, mask, 2, 2);
   const auto r = acc.result();
   EXPECT_NEAR(r.pixel_accuracy, 0.5, 1e-12);
   EXPECT_NEAR(r.miou, 1.0 / 3.0, 1e-12);
-  EXPECT_NEAR(r.map, 5.0 / 6.0, 1e-12);
+  EXPECT_NEAR(r.map, want_ap, 1e-12);
 }
 
 TEST(Segmentation, AllForegroundAndEmptyMasks) {
