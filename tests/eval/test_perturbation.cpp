@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "eval/perturbation.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 namespace ssmx {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "eval/segmentation.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 namespace ssmx {
 namespace {

@@ -8,7 +8,7 @@
 
 #include "core/error.h"
 #include "io/imagenet.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 namespace fs = std::filesystem;
 
