@@ -18,6 +18,7 @@ PACKAGES=(
   libcli11-dev             # the command line
   libstb-dev               # PNG output (stb_image_write) and label text (stb_easy_font)
   libgtest-dev             # tests
+  libhdf5-dev              # ImageNet-Segmentation's gtsegs_ijcv.mat (MATLAB v7.3 = HDF5), src/io/imagenet.cpp
   libbenchmark-dev         # bench/
   pybind11-dev python3-dev # the Python module (build/python/ssmx)
   python3-numpy python3-pytest   # its tests
