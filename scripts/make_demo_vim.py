@@ -12,7 +12,7 @@ Writes models/colours-vim/:
   heldout/NNN.png        64 held-out images (never trained on), heldout/NNN.mask.png their object masks (255 = object)
   heldout.jsonl          {"image", "mask", "label", "class"} per held-out image
   README.md              what the model is, its accuracy
-and tests/data/vim/shapes-reference.safetensors (pixels of held-out image 0 and the reference logits) for the C++
+and tests/data/vim/colours-reference.safetensors (pixels of held-out image 0 and the reference logits) for the C++
 parity test. The model: img 32, patch 4 (64 patches + the middle class token), D 48, 3 layers, E 96, N 8, 4 classes.
 """
 import json
@@ -202,7 +202,7 @@ object), `heldout.jsonl` lists them with their labels.
     # Parity fixture for the C++ test: held-out image 0 through the reference.
     pix0 = to_pixels(data[n_train][0])
     l0, _ = vim_ref.forward({k: v.double() for k, v in final.items()}, pix0.double(), collect=False)
-    ref.write_safetensors(os.path.join(ROOT, "tests", "data", "vim", "shapes-reference.safetensors"),
+    ref.write_safetensors(os.path.join(ROOT, "tests", "data", "vim", "colours-reference.safetensors"),
                           {"pixels": pix0.contiguous(), "logits": l0.float().contiguous()})
     print(f"held-out accuracy {acc:.3f}, train {train_acc:.3f}, {params} parameters; wrote {OUT}")
 

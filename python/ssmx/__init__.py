@@ -59,6 +59,11 @@ def _image(image):
     return None if image is None else _os.fspath(image)
 
 
+def _no_text(model, text, ids):
+    if text is not None or ids is not None:
+        raise Error(f"{model.path}: this is a Vision Mamba; give image= or pixels=")
+
+
 def load(path, threads=0):
     """Loads a model directory or weights file in any layout the command line loads. threads=0: all cores."""
     return Model(_ssmx.load(_os.fspath(path), int(threads)))
@@ -101,6 +106,7 @@ class Model:
     def predict(self, text=None, *, ids=None, image=None, pixels=None, last_only=False, transform="deit"):
         """Logits as float32 NumPy: [T, V], or [V] with last_only=True; a Vision Mamba: [classes] for the image."""
         if self.is_vision:
+            _no_text(self, text, ids)
             return _ssmx.predict_image(self._m, image=_image(image), pixels=_pixels(pixels), transform=transform)
         _no_image(image, pixels)
         return self._m.predict(text=text, ids=_ids(ids), last_only=bool(last_only))
@@ -119,6 +125,7 @@ class Model:
                 channels = (channels, channels + 1)
             channels = (int(channels[0]), int(channels[1]))
         if self.is_vision:
+            _no_text(self, text, ids)
             return _ssmx.attention_image(self._m, image=_image(image), pixels=_pixels(pixels), transform=transform,
                                          layers=layers, kind=kind, channels=channels,
                                          row=None if row is None else int(row), class_row=bool(class_row),
@@ -144,6 +151,7 @@ class Model:
                             f"valid: {', '.join(sorted(_EXPLAIN_OPTIONS))}")
         methods = [method] if isinstance(method, str) else list(method)
         if self.is_vision:
+            _no_text(self, text, ids)
             if target is not None or contrast is not None:
                 raise Error("target: a Vision Mamba explains a class of its head; use cls=")
             o = dict(method_options)

@@ -66,12 +66,6 @@ std::vector<float> masked_logits(const MambaModel& m, const std::vector<int32_t>
   return std::move(logits.data);
 }
 
-double trapezoid(const std::vector<double>& x, const std::vector<double>& y) {
-  double a = 0;
-  for (size_t i = 1; i < x.size() && i < y.size(); ++i) a += 0.5 * (x[i] - x[i - 1]) * (y[i] + y[i - 1]);
-  return a;
-}
-
 std::vector<int64_t> relevance_order(const std::vector<float>& r, int64_t first, int64_t last, bool descending,
                                      bool abs) {
   std::vector<int64_t> ord;

@@ -17,6 +17,8 @@
 // (an input with every token removed is run as one zero embedding).
 #pragma once
 
+#include "eval/curves.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -55,7 +57,6 @@ std::vector<float> masked_logits(const MambaModel& m, const std::vector<int32_t>
                                  const FlipOptions& o);
 
 // Trapezoid rule.
-double trapezoid(const std::vector<double>& x, const std::vector<double>& y);
 
 // Order of the candidate positions: most relevant first (descending), ties by position.
 std::vector<int64_t> relevance_order(const std::vector<float>& relevance, int64_t first, int64_t last, bool descending,

@@ -93,13 +93,6 @@ std::vector<double> PerturbationAccumulator::accuracy_percent() const {
   return a;
 }
 
-double trapezoid(const std::vector<double>& x, const std::vector<double>& y) {
-  if (x.size() != y.size()) throw Error("trapezoid", "x and y differ in length");
-  double s = 0;
-  for (size_t i = 1; i < x.size(); ++i) s += (x[i] - x[i - 1]) * (y[i] + y[i - 1]) / 2.0;
-  return s;
-}
-
 double PerturbationAccumulator::auc() const { return trapezoid(fractions(), accuracy_percent()); }
 
 }  // namespace ssmx

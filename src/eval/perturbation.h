@@ -13,6 +13,8 @@
 // fractions (x in [0, 1]); with include_zero the unperturbed image is the point x = 0.
 #pragma once
 
+#include "eval/curves.h"
+
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -66,6 +68,5 @@ class PerturbationAccumulator {
 };
 
 // Trapezoid rule Σ (x_{i+1} − x_i)(y_i + y_{i+1}) / 2.
-double trapezoid(const std::vector<double>& x, const std::vector<double>& y);
 
 }  // namespace ssmx
