@@ -11,6 +11,7 @@
 #include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "bench_common.h"
@@ -18,6 +19,7 @@
 #include "core/runtime.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "attribution/explain.h"
 #include "models/vim.h"
 
 using namespace ssmx;
@@ -101,6 +103,23 @@ void bm_forward(benchmark::State& st) {
       benchmark::Counter(gemm_flops(g.model->config()) * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 
+// One explanation of the predicted class with the papers' defaults (start layer 15/24), best wall time.
+std::map<std::string, double> g_explain;
+void bm_explain(benchmark::State& st, Method me) {
+  ExplainOptions o;
+  o.method = me;
+  o.target.kind = Target::Kind::Class;
+  o.start_layer = int64_t(std::lround(15.0 * double(g.model->config().n_layer) / 24.0));
+  for (auto _ : st) {
+    const double t0 = bench::now_s();
+    Explanation e = explain_image(*g.model, g.pixels, o);
+    const double dt = bench::now_s() - t0;
+    benchmark::DoNotOptimize(e.relevance.data());
+    auto it = g_explain.find(method_name(me));
+    if (it == g_explain.end() || dt < it->second) g_explain[method_name(me)] = dt;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -127,6 +146,10 @@ int main(int argc, char** argv) {
 
   benchmark::RegisterBenchmark(("forward_vim/T=" + std::to_string(g.model->config().n_tokens)).c_str(), bm_forward)
       ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+  for (Method me : {Method::MambaLrp, Method::MambaAttr, Method::RawAttention})
+    benchmark::RegisterBenchmark((std::string("explain_vim/") + method_name(me)).c_str(),
+                                 [me](benchmark::State& st) { bm_explain(st, me); })
+        ->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
 
@@ -151,12 +174,16 @@ int main(int argc, char** argv) {
               g.best / lim);
   std::printf("process CPU time of the best ssmx run: %.4f s (all threads)\n", g.best_cpu);
   if (!have_ref) std::printf("(no PyTorch reference timing for this shape at %s)\n", ref_path.c_str());
+  for (const auto& [name, t] : g_explain)
+    std::printf("explanation (%s, predicted class, start layer %lld): %.3f s   (target < 1 s)\n", name.c_str(),
+                (long long)std::lround(15.0 * double(c.n_layer) / 24.0), t);
   nlohmann::ordered_json out;
   out["machine"] = {{"threads", num_threads()}, {"blas", blas_core_reason()}, {"sgemm_peak_gflops", peak / 1e9}};
   out["shape"] = {{"size", c.size}, {"img", c.img_h}, {"patch", c.patch}, {"T", c.n_tokens}, {"d_model", c.d_model},
                   {"depth", c.n_layer}, {"d_inner", c.d_inner}, {"d_state", c.d_state}, {"classes", c.n_classes}};
   out["results"].push_back({{"T", c.n_tokens}, {"ssmx_s", g.best}, {"ssmx_cpu_s", g.best_cpu}, {"gemm_limit_s", lim},
                             {"pytorch_s", have_ref ? nlohmann::ordered_json(it->second) : nlohmann::ordered_json(nullptr)}});
+  for (const auto& [name, t] : g_explain) out["explanations"].push_back({{"method", name}, {"ssmx_s", t}});
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);

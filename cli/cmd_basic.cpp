@@ -9,6 +9,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/runtime.h"
+#include "api/image_report.h"
 #include "models/imagenet_classes.h"
 
 namespace ssmx::cli {
@@ -56,6 +57,7 @@ void predict_image(const Loaded& m, const ImageSpec& img, int top_k, const std::
   std::vector<int32_t> order(static_cast<size_t>(C));
   std::iota(order.begin(), order.end(), 0);
   const int64_t k = std::min<int64_t>(top_k, C);
+  const std::vector<std::string> names = read_class_names(m.ck, C);
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
                     [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
   if (!logits_out.empty()) write_npy_atomic(logits_out, l, r.logits.shape);
@@ -64,7 +66,7 @@ void predict_image(const Loaded& m, const ImageSpec& img, int top_k, const std::
   std::printf("top %lld of %lld classes:\n", (long long)k, (long long)C);
   for (int64_t i = 0; i < k; ++i) {
     const int32_t c = order[size_t(i)];
-    const std::string name = C == 1000 ? imagenet_class_name(c) : "";
+    const std::string name = names[size_t(c)];
     std::printf("  %2lld. class %-5d %-28s p=%.4f  logit=%.4f\n", (long long)(i + 1), c,
                 name.empty() ? "" : ("\"" + name + "\"").c_str(), std::exp(double(l[c]) - mx) / z, l[c]);
   }

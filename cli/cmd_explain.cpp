@@ -71,6 +71,7 @@ void run_image(const ExplainCli& o, const Loaded& m) {
   const LoadedImage in = load_image_input(o.img, vm);
   ImageExplainSpec spec;
   spec.methods = parse_method_list(o.methods);
+  spec.class_names = read_class_names(m.ck, vm.config().n_classes);
   ExplainOptions& eo = spec.options;
   eo.rules = parse_lrp_rules(o.lrp_rules, o.linear_rule, o.epsilon, o.gamma);
   eo.zero_biases = o.zero_biases;

@@ -379,6 +379,7 @@ std::shared_ptr<PyImageReport> py_explain_image(
   for (const std::string& s : methods)
     for (Method me : parse_method_list(s)) spec.methods.push_back(me);
   spec.cls = cls;
+  spec.class_names = read_class_names(m.ck, vm.config().n_classes);
   ExplainOptions& eo = spec.options;
   eo.rules = parse_lrp_rules(lrp_rules, linear_rule, epsilon, gamma);
   eo.zero_biases = zero_biases;

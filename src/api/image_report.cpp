@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 
 #include "core/error.h"
 #include "core/runtime.h"
@@ -34,6 +35,30 @@ std::string escape_html(const std::string& s) {
 
 }  // namespace
 
+std::vector<std::string> read_class_names(const Checkpoint& ck, int64_t n) {
+  std::vector<std::string> names(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  auto take = [&](const nlohmann::json& map) {
+    if (!map.is_object()) return false;
+    bool any = false;
+    for (int64_t k = 0; k < n; ++k) {
+      const std::string key = std::to_string(k);
+      if (map.contains(key) && map[key].is_string()) names[size_t(k)] = map[key].get<std::string>(), any = true;
+    }
+    return any;
+  };
+  if (!ck.dir.empty()) {
+    std::ifstream f(ck.dir + "/labels.json");
+    if (f) {
+      const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+      if (!j.is_discarded() && take(j)) return names;
+    }
+  }
+  if (ck.config.contains("id2label") && take(ck.config["id2label"])) return names;
+  if (n == 1000)
+    for (int64_t k = 0; k < n; ++k) names[size_t(k)] = imagenet_class_name(k);
+  return names;
+}
+
 Image pixels_to_image(const Tensor& px) {
   if (px.shape.size() != 3 || px.shape[0] != 3) throw Error("pixels", "expected [3, H, W], got " + shape_str(px.shape));
   const int H = int(px.dim(1)), W = int(px.dim(2));
@@ -58,7 +83,8 @@ ImageReport explain_image_report(const VimModel& m, const Tensor& pixels, const 
   r.crop = crop.w > 0 ? crop : pixels_to_image(pixels);
   r.grid_h = c.grid_h, r.grid_w = c.grid_w, r.class_token = c.cls_index;
   for (int64_t k = 0; k < c.n_classes; ++k) {
-    const std::string n = c.n_classes == 1000 ? imagenet_class_name(k) : "";
+    std::string n = size_t(k) < spec.class_names.size() ? spec.class_names[size_t(k)] : "";
+    if (n.empty() && c.n_classes == 1000) n = imagenet_class_name(k);
     r.labels.push_back("class " + std::to_string(k) + (n.empty() ? "" : " (" + n + ")"));
   }
   ExplainOptions eo = spec.options;

@@ -10,11 +10,17 @@
 
 #include "attribution/explain.h"
 #include "core/rgb_image.h"
+#include "io/checkpoint.h"
 #include "models/vim.h"
 
 namespace ssmx {
 
+// Class names for a Vision Mamba's head: labels.json next to the weights ({"0": "red", …}) or config.json's
+// id2label; else ImageNet's names for a 1000-class head; else none (empty strings).
+std::vector<std::string> read_class_names(const Checkpoint& ck, int64_t n_classes);
+
 struct ImageExplainSpec {
+  std::vector<std::string> class_names;  // optional, per class (read_class_names)
   std::vector<Method> methods = {Method::MambaLrp};
   int64_t cls = -1;              // class to explain; -1 = the predicted class
   ExplainOptions options;        // method settings; method and target are filled in here
