@@ -1,4 +1,5 @@
 #include "models/griffin.h"
+#include "models/loading.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,55 +17,18 @@ namespace ssmx {
 
 namespace {
 
-Param make_param(const RawTensor& t) {
-  Param p;
-  p.shape = t.shape;
-  if (const float* v = f32_view(t)) {
-    p.p = v;
-  } else {
-    p.own = to_f32(t);
-    p.p = p.own.data();
-  }
-  return p;
+// Gemma RMSNorm weights are stored as w with the norm applying 1 + w.
+std::vector<float> gemma_norm(TensorLoader& L, const std::string& name, int64_t n) {
+  Param p = L.get(name, {n});
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k) v[static_cast<size_t>(k)] = 1.0f + p.p[k];
+  return v;
 }
 
-struct Loader {
-  const Checkpoint& ck;
-  std::set<std::string> used;
-  std::vector<std::shared_ptr<MappedFile>>* keep;
-  const RawTensor* find(const std::string& name) {
-    const RawTensor* t = ck.find(name);
-    if (t) {
-      used.insert(name);
-      if (t->keep_alive) keep->push_back(t->keep_alive);
-    }
-    return t;
-  }
-  Param get(const std::string& name, const std::vector<int64_t>& shape) {
-    const RawTensor* t = find(name);
-    if (!t) throw Error(ck.weights_where(), "missing tensor '" + name + "'");
-    if (t->shape != shape)
-      throw Error(t->source, "tensor '" + name + "' has shape " + shape_str(t->shape) + " but " + shape_str(shape) +
-                                 " is expected from the other tensors");
-    return make_param(*t);
-  }
-  std::vector<float> norm(const std::string& name, int64_t n) {  // Gemma RMSNorm: 1 + w
-    Param p = get(name, {n});
-    std::vector<float> v(static_cast<size_t>(n));
-    for (int64_t k = 0; k < n; ++k) v[static_cast<size_t>(k)] = 1.0f + p.p[k];
-    return v;
-  }
-};
-
-bool cfg_int(const nlohmann::json& c, const char* key, int64_t* out) {
-  if (!c.contains(key) || c[key].is_null() || !c[key].is_number_integer()) return false;
-  *out = c[key].get<int64_t>();
-  return true;
-}
 
 void cross_check(const Checkpoint& ck, const char* key, int64_t actual, const std::string& from) {
   int64_t v = 0;
-  if (cfg_int(ck.config, key, &v) && v != actual)
+  if (config_int(ck.config, key, &v) && v != actual)
     throw Error(ck.config_path, std::string(key) + " is " + std::to_string(v) + " but " + from + " gives " +
                                     std::to_string(actual));
 }
@@ -132,9 +96,9 @@ void rglru_scan(float* out, const float* a, const float* xn, int64_t T, int64_t 
 std::unique_ptr<GriffinModel> GriffinModel::load(const Checkpoint& ck) {
   auto m = std::unique_ptr<GriffinModel>(new GriffinModel());
   GriffinConfig& cfg = m->cfg_;
-  Loader L{ck, {}, &m->keep_alive_};
+  TensorLoader L{ck, "", {}, &m->keep_alive_};
   const nlohmann::json& c = ck.config;
-  const RawTensor* emb = L.find("model.embed_tokens.weight");
+  const RawTensor* emb = L.maybe("model.embed_tokens.weight");
   if (!emb) throw Error(ck.weights_where(), "missing tensor 'model.embed_tokens.weight'");
   if (emb->shape.size() != 2) throw Error(emb->source, "tensor 'model.embed_tokens.weight' must be 2-D, is " + shape_str(emb->shape));
   cfg.vocab = emb->shape[0];
@@ -185,7 +149,7 @@ std::unique_ptr<GriffinModel> GriffinModel::load(const Checkpoint& ck) {
   // Dims from shapes.
   const int64_t Dm = cfg.d_model;
   int64_t cfg_heads = 0;
-  cfg_int(c, "num_attention_heads", &cfg_heads);
+  config_int(c, "num_attention_heads", &cfg_heads);
   if (first_rec >= 0) {
     const std::string p = lp + std::to_string(first_rec) + ".temporal_block.";
     const RawTensor& lx = ck.require(p + "linear_x.weight");
@@ -238,10 +202,10 @@ std::unique_ptr<GriffinModel> GriffinModel::load(const Checkpoint& ck) {
     cross_check(ck, "num_key_value_heads", cfg.kv_heads, "k_proj.weight's rows / head_dim");
   }
   int64_t inter = 0;
-  if (cfg_int(c, "intermediate_size", &inter) && inter / 2 != cfg.mlp_width)
+  if (config_int(c, "intermediate_size", &inter) && inter / 2 != cfg.mlp_width)
     throw Error(ck.config_path, "intermediate_size is " + std::to_string(inter) + " (MLP width " + std::to_string(inter / 2) +
                                     ") but gate_proj.weight has " + std::to_string(cfg.mlp_width) + " rows");
-  if (cfg_int(c, "attention_window_size", &cfg.window) && cfg.window < 1)
+  if (config_int(c, "attention_window_size", &cfg.window) && cfg.window < 1)
     throw Error(ck.config_path, "attention_window_size must be positive");
   if (c.contains("rms_norm_eps") && c["rms_norm_eps"].is_number()) cfg.eps = c["rms_norm_eps"].get<float>();
   if (c.contains("logits_soft_cap")) {
@@ -269,8 +233,8 @@ std::unique_ptr<GriffinModel> GriffinModel::load(const Checkpoint& ck) {
     const std::string tb = p + "temporal_block.";
     GriffinLayer& ly = m->layers_[size_t(i)];
     ly.recurrent = cfg.recurrent[size_t(i)];
-    ly.temporal_norm = L.norm(p + "temporal_pre_norm.weight", Dm);
-    ly.channel_norm = L.norm(p + "channel_pre_norm.weight", Dm);
+    ly.temporal_norm = gemma_norm(L, p + "temporal_pre_norm.weight", Dm);
+    ly.channel_norm = gemma_norm(L, p + "channel_pre_norm.weight", Dm);
     np += 2 * Dm;
     if (ly.recurrent) {
       ly.linear_y_w = L.get(tb + "linear_y.weight", {W, Dm});
@@ -308,8 +272,8 @@ std::unique_ptr<GriffinModel> GriffinModel::load(const Checkpoint& ck) {
     ly.down_b = L.get(mb + "down_proj.bias", {Dm});
     np += 3 * F * Dm + 2 * F + Dm;
   }
-  m->final_norm_ = L.norm("model.final_norm.weight", Dm);
-  if (const RawTensor* head = L.find("lm_head.weight")) {
+  m->final_norm_ = gemma_norm(L, "model.final_norm.weight", Dm);
+  if (const RawTensor* head = L.maybe("lm_head.weight")) {
     if (head->shape != std::vector<int64_t>{cfg.vocab, Dm})
       throw Error(head->source, "tensor 'lm_head.weight' has shape " + shape_str(head->shape) + " but " +
                                     shape_str({cfg.vocab, Dm}) + " is expected from the embedding");

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "models/loading.h"
 #include "ops/conv1d.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
@@ -17,71 +18,10 @@ namespace ssmx {
 
 namespace {
 
-// ---- loading helpers ----
-
-Param make_param(const RawTensor& t) {
-  Param p;
-  p.shape = t.shape;
-  if (const float* v = f32_view(t)) {
-    p.p = v;
-  } else {
-    p.own = to_f32(t);
-    p.p = p.own.data();
-  }
-  return p;
-}
-
-struct Loader {
-  const Checkpoint& ck;
-  std::string prefix;  // "backbone." or ""
-  std::set<std::string> used;
-  std::vector<std::shared_ptr<MappedFile>>* keep;
-
-  const RawTensor& raw(const std::string& name) {
-    const RawTensor& t = ck.require(prefix + name);
-    used.insert(prefix + name);
-    if (t.keep_alive) keep->push_back(t.keep_alive);
-    return t;
-  }
-  const RawTensor* maybe(const std::string& name) {
-    const RawTensor* t = ck.find(prefix + name);
-    if (t) {
-      used.insert(prefix + name);
-      if (t->keep_alive) keep->push_back(t->keep_alive);
-    }
-    return t;
-  }
-  void expect_shape(const std::string& name, const RawTensor& t, const std::vector<int64_t>& shape) {
-    if (t.shape != shape)
-      throw Error(t.source, "tensor '" + prefix + name + "' has shape " + shape_str(t.shape) + " but " +
-                                shape_str(shape) + " is expected from the other tensors");
-  }
-  Param get(const std::string& name, const std::vector<int64_t>& shape) {
-    const RawTensor& t = raw(name);
-    expect_shape(name, t, shape);
-    return make_param(t);
-  }
-  Param get_opt(const std::string& name, const std::vector<int64_t>& shape) {
-    const RawTensor* t = maybe(name);
-    if (!t) return Param{};
-    expect_shape(name, *t, shape);
-    return make_param(*t);
-  }
-};
-
-// Reads an integer config key if present; "auto" and null count as absent.
-bool cfg_int(const nlohmann::json& c, const char* key, int64_t* out) {
-  if (!c.contains(key) || c[key].is_null()) return false;
-  if (c[key].is_number_integer()) {
-    *out = c[key].get<int64_t>();
-    return true;
-  }
-  return false;
-}
 
 void cross_check(const Checkpoint& ck, const nlohmann::json& c, const char* key, int64_t actual, const std::string& from) {
   int64_t v = 0;
-  if (cfg_int(c, key, &v) && v != actual)
+  if (config_int(c, key, &v) && v != actual)
     throw Error(ck.config_path, std::string(key) + " is " + std::to_string(v) + " but " + from + " gives " +
                                     std::to_string(actual));
 }
@@ -92,7 +32,7 @@ std::unique_ptr<MambaModel> MambaModel::load(const Checkpoint& ck, bool falcon) 
   auto m = std::unique_ptr<MambaModel>(new MambaModel());
   MambaConfig& cfg = m->cfg_;
   cfg.falcon = falcon;
-  Loader L{ck, "", {}, &m->keep_alive_};
+  TensorLoader L{ck, "", {}, &m->keep_alive_};
 
   // Prefix and embedding name: HF "backbone.embeddings.weight", mamba_ssm "backbone.embedding.weight".
   std::string embed_name;
@@ -165,15 +105,15 @@ std::unique_ptr<MambaModel> MambaModel::load(const Checkpoint& ck, bool falcon) 
     if (c.contains("mixer_rms_eps") && c["mixer_rms_eps"].is_number()) cfg.mixer_rms_eps = c["mixer_rms_eps"].get<float>();
     if (c.contains("tie_word_embeddings") && c["tie_word_embeddings"].is_boolean()) cfg.tied = c["tie_word_embeddings"].get<bool>();
     int64_t expand = 0;
-    if (falcon && cfg_int(c, "expand", &expand) && expand * cfg.d_model != cfg.d_inner)
+    if (falcon && config_int(c, "expand", &expand) && expand * cfg.d_model != cfg.d_inner)
       info.notes.push_back("config expand=" + std::to_string(expand) + " ignored; inner width " +
                            std::to_string(cfg.d_inner) + " taken from the tensors (as transformers does for Falcon-Mamba)");
   } else if (c.contains("d_model")) {
     cross_check(ck, c, "d_model", cfg.d_model, "the embedding width");
     cross_check(ck, c, "n_layer", cfg.n_layer, "the number of layers in the weights");
     int64_t v = 0, mult = 1;
-    cfg_int(c, "pad_vocab_size_multiple", &mult);
-    if (cfg_int(c, "vocab_size", &v)) {
+    config_int(c, "pad_vocab_size_multiple", &mult);
+    if (config_int(c, "vocab_size", &v)) {
       int64_t padded = mult > 1 ? (v + mult - 1) / mult * mult : v;
       if (padded != cfg.vocab)
         throw Error(ck.config_path, "vocab_size " + std::to_string(v) + " padded to a multiple of " + std::to_string(mult) +

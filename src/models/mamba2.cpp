@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "models/loading.h"
 #include "ops/conv1d.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
@@ -16,66 +17,11 @@ namespace ssmx {
 
 namespace {
 
-Param make_param(const RawTensor& t) {
-  Param p;
-  p.shape = t.shape;
-  if (const float* v = f32_view(t)) {
-    p.p = v;
-  } else {
-    p.own = to_f32(t);
-    p.p = p.own.data();
-  }
-  return p;
-}
-
-struct Loader {
-  const Checkpoint& ck;
-  std::string prefix;
-  std::set<std::string> used;
-  std::vector<std::shared_ptr<MappedFile>>* keep;
-
-  const RawTensor& raw(const std::string& name) {
-    const RawTensor& t = ck.require(prefix + name);
-    used.insert(prefix + name);
-    if (t.keep_alive) keep->push_back(t.keep_alive);
-    return t;
-  }
-  const RawTensor* maybe(const std::string& name) {
-    const RawTensor* t = ck.find(prefix + name);
-    if (t) {
-      used.insert(prefix + name);
-      if (t->keep_alive) keep->push_back(t->keep_alive);
-    }
-    return t;
-  }
-  void expect_shape(const std::string& name, const RawTensor& t, const std::vector<int64_t>& shape) {
-    if (t.shape != shape)
-      throw Error(t.source, "tensor '" + prefix + name + "' has shape " + shape_str(t.shape) + " but " +
-                                shape_str(shape) + " is expected from the other tensors");
-  }
-  Param get(const std::string& name, const std::vector<int64_t>& shape) {
-    const RawTensor& t = raw(name);
-    expect_shape(name, t, shape);
-    return make_param(t);
-  }
-  Param get_opt(const std::string& name, const std::vector<int64_t>& shape) {
-    const RawTensor* t = maybe(name);
-    if (!t) return Param{};
-    expect_shape(name, *t, shape);
-    return make_param(*t);
-  }
-};
-
-bool cfg_int(const nlohmann::json& c, const char* key, int64_t* out) {
-  if (!c.contains(key) || c[key].is_null() || !c[key].is_number_integer()) return false;
-  *out = c[key].get<int64_t>();
-  return true;
-}
 
 void cross_check(const Checkpoint& ck, const nlohmann::json& c, const std::string& where_key, const char* key,
                  int64_t actual, const std::string& from) {
   int64_t v = 0;
-  if (cfg_int(c, key, &v) && v != actual)
+  if (config_int(c, key, &v) && v != actual)
     throw Error(ck.config_path, where_key + key + " is " + std::to_string(v) + " but " + from + " gives " +
                                     std::to_string(actual));
 }
@@ -123,7 +69,7 @@ void mamba2_scan(float* ssm, const float* x, int64_t ld_x, const float* delta, c
 std::unique_ptr<Mamba2Model> Mamba2Model::load(const Checkpoint& ck) {
   auto m = std::unique_ptr<Mamba2Model>(new Mamba2Model());
   Mamba2Config& cfg = m->cfg_;
-  Loader L{ck, "", {}, &m->keep_alive_};
+  TensorLoader L{ck, "", {}, &m->keep_alive_};
   std::string embed_name;
   for (const char* pre : {"backbone.", ""})
     for (const char* e : {"embeddings.weight", "embedding.weight"})
@@ -161,7 +107,7 @@ std::unique_ptr<Mamba2Model> Mamba2Model::load(const Checkpoint& ck) {
   const nlohmann::json& ssm_cfg = (!hf && c.contains("ssm_cfg") && c["ssm_cfg"].is_object()) ? c["ssm_cfg"] : empty;
   const std::string where_key = hf ? "" : "ssm_cfg.";
   int64_t G = 1;
-  cfg_int(hf ? c : ssm_cfg, hf ? "n_groups" : "ngroups", &G);
+  config_int(hf ? c : ssm_cfg, hf ? "n_groups" : "ngroups", &G);
   if (G < 1) throw Error(ck.config_path, "n_groups must be positive");
   cfg.n_groups = G;
   {
@@ -205,7 +151,7 @@ std::unique_ptr<Mamba2Model> Mamba2Model::load(const Checkpoint& ck) {
     cross_check(ck, c, "", "conv_kernel", cfg.d_conv, "conv1d.weight's kernel width");
     cross_check(ck, c, "", "vocab_size", cfg.vocab, "the embedding's row count");
     int64_t expand = 0;
-    if (cfg_int(c, "expand", &expand) && expand * cfg.d_model != cfg.d_inner)
+    if (config_int(c, "expand", &expand) && expand * cfg.d_model != cfg.d_inner)
       throw Error(ck.config_path, "expand is " + std::to_string(expand) + " but the inner width " + std::to_string(cfg.d_inner) +
                                       " is not expand × hidden_size " + std::to_string(cfg.d_model));
     if (c.contains("use_bias") && c["use_bias"].is_boolean() && c["use_bias"].get<bool>() != cfg.in_proj_bias)
@@ -220,29 +166,29 @@ std::unique_ptr<Mamba2Model> Mamba2Model::load(const Checkpoint& ck) {
     cfg.tied = false;  // Mamba2Config default
     if (c.contains("tie_word_embeddings") && c["tie_word_embeddings"].is_boolean()) cfg.tied = c["tie_word_embeddings"].get<bool>();
     if (c.contains("time_step_limit")) read_limit(ck, c["time_step_limit"], "time_step_limit", cfg);
-    cfg_int(c, "chunk_size", &cfg.chunk_size);
+    config_int(c, "chunk_size", &cfg.chunk_size);
     cfg.norm_groups = 1;
   } else {
     cross_check(ck, c, "", "d_model", cfg.d_model, "the embedding width");
     cross_check(ck, c, "", "n_layer", cfg.n_layer, "the number of layers in the weights");
     int64_t v = 0, mult = 1;
-    cfg_int(c, "pad_vocab_size_multiple", &mult);
-    if (cfg_int(c, "vocab_size", &v)) {
+    config_int(c, "pad_vocab_size_multiple", &mult);
+    if (config_int(c, "vocab_size", &v)) {
       const int64_t padded = mult > 1 ? (v + mult - 1) / mult * mult : v;
       if (padded != cfg.vocab)
         throw Error(ck.config_path, "vocab_size " + std::to_string(v) + " padded to a multiple of " + std::to_string(mult) +
                                         " is " + std::to_string(padded) + " but the embedding has " + std::to_string(cfg.vocab) + " rows");
     }
     int64_t d_int = 0;
-    if (cfg_int(c, "d_intermediate", &d_int) && d_int != 0) throw Error(ck.config_path, "d_intermediate > 0 (MLP blocks) is not supported");
+    if (config_int(c, "d_intermediate", &d_int) && d_int != 0) throw Error(ck.config_path, "d_intermediate > 0 (MLP blocks) is not supported");
     cross_check(ck, ssm_cfg, where_key, "d_state", cfg.d_state, "conv1d's channel count");
     cross_check(ck, ssm_cfg, where_key, "d_conv", cfg.d_conv, "conv1d.weight's kernel width");
     cross_check(ck, ssm_cfg, where_key, "headdim", cfg.head_dim, "out_proj's inner width / the head count");
     int64_t expand = 0;
-    if (cfg_int(ssm_cfg, "expand", &expand) && expand * cfg.d_model != cfg.d_inner)
+    if (config_int(ssm_cfg, "expand", &expand) && expand * cfg.d_model != cfg.d_inner)
       throw Error(ck.config_path, "ssm_cfg.expand is " + std::to_string(expand) + " but the inner width is " + std::to_string(cfg.d_inner));
     if (ssm_cfg.contains("dt_limit")) read_limit(ck, ssm_cfg["dt_limit"], "ssm_cfg.dt_limit", cfg);
-    cfg_int(ssm_cfg, "chunk_size", &cfg.chunk_size);
+    config_int(ssm_cfg, "chunk_size", &cfg.chunk_size);
     cfg.tied = true;
     if (c.contains("tie_embeddings") && c["tie_embeddings"].is_boolean()) cfg.tied = c["tie_embeddings"].get<bool>();
     cfg.norm_groups = cfg.n_groups;

@@ -7,44 +7,13 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "models/loading.h"
 #include "ops/linear.h"
 #include "ops/vmath.h"
 
 namespace ssmx {
 
 namespace {
-
-Param view_or_copy(const RawTensor& t) {
-  Param p;
-  p.shape = t.shape;
-  if (const float* v = f32_view(t)) {
-    p.p = v;
-  } else {
-    p.own = to_f32(t);
-    p.p = p.own.data();
-  }
-  return p;
-}
-
-struct RwkvLoader {
-  const Checkpoint& ck;
-  std::set<std::string> used;
-  std::vector<std::shared_ptr<MappedFile>>* keep;
-
-  const RawTensor& raw(const std::string& name) {
-    const RawTensor& t = ck.require(name);
-    used.insert(name);
-    if (t.keep_alive) keep->push_back(t.keep_alive);
-    return t;
-  }
-  Param get(const std::string& name, const std::vector<int64_t>& shape) {
-    const RawTensor& t = raw(name);
-    if (t.shape != shape)
-      throw Error(t.source, "tensor '" + name + "' has shape " + shape_str(t.shape) + " but " + shape_str(shape) +
-                                " is expected from the other tensors");
-    return view_or_copy(t);
-  }
-};
 
 void cross_check(const Checkpoint& ck, const char* key, int64_t actual, const std::string& from) {
   const auto& c = ck.config;
@@ -138,7 +107,7 @@ void rwkv_wkv_forward(float* out, float* logz_out, const float* k, const float* 
 std::unique_ptr<RwkvModel> RwkvModel::load(const Checkpoint& ck) {
   auto m = std::unique_ptr<RwkvModel>(new RwkvModel());
   RwkvConfig& cfg = m->cfg_;
-  RwkvLoader L{ck, {}, &m->keep_alive_};
+  TensorLoader L{ck, "", {}, &m->keep_alive_};
   const std::string P = "rwkv.";
 
   const RawTensor& emb = L.raw(P + "embeddings.weight");
@@ -186,7 +155,7 @@ std::unique_ptr<RwkvModel> RwkvModel::load(const Checkpoint& ck) {
   if (c.contains("tie_word_embeddings") && c["tie_word_embeddings"].is_boolean()) cfg.tied = c["tie_word_embeddings"].get<bool>();
 
   const int64_t H = cfg.hidden, A = cfg.att, I = cfg.ffn, V = cfg.vocab;
-  m->embed_ = view_or_copy(emb);
+  m->embed_ = make_param(emb);
   m->pre_ln_w_ = L.get(P + "blocks.0.pre_ln.weight", {H});
   m->pre_ln_b_ = L.get(P + "blocks.0.pre_ln.bias", {H});
   m->layers_.resize(size_t(cfg.n_layer));
@@ -203,7 +172,7 @@ std::unique_ptr<RwkvModel> RwkvModel::load(const Checkpoint& ck) {
       if (Tensor::count(t.shape) != A || t.shape.empty() || t.shape.back() != A)
         throw Error(t.source, "tensor '" + b + nm + "' has shape " + shape_str(t.shape) + " but [" + std::to_string(A) +
                                   "] is expected from attention.key.weight");
-      *dst = view_or_copy(t);
+      *dst = make_param(t);
     }
     ly.wneg.resize(size_t(A));
     for (int64_t a = 0; a < A; ++a) ly.wneg[size_t(a)] = -std::exp(ly.time_decay.p[a]);

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "models/loading.h"
 #include "ops/conv1d.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
@@ -16,43 +17,16 @@ namespace ssmx {
 
 namespace {
 
-struct VimLoader {
-  const Checkpoint& ck;
-  std::vector<std::shared_ptr<MappedFile>>* keep;
-  int64_t n_params = 0;
-
-  const RawTensor& raw(const std::string& name) {
-    const RawTensor& t = ck.require(name);
-    if (t.keep_alive) keep->push_back(t.keep_alive);
-    return t;
-  }
-  Param get(const std::string& name, const std::vector<int64_t>& shape) {
-    const RawTensor& t = raw(name);
-    if (t.shape != shape)
-      throw Error(t.source, "tensor '" + name + "' has shape " + shape_str(t.shape) + " but " + shape_str(shape) +
-                                " is expected from the other tensors");
-    Param p;
-    p.shape = t.shape;
-    if (const float* v = f32_view(t)) {
-      p.p = v;
-    } else {
-      p.own = to_f32(t);
-      p.p = p.own.data();
-    }
-    n_params += t.numel();
-    return p;
-  }
-  // A = -exp(A_log), owned.
-  Param neg_exp(const std::string& name, const std::vector<int64_t>& shape) {
-    Param a = get(name, shape);
-    Param p;
-    p.shape = shape;
-    p.own.resize(size_t(Tensor::count(shape)));
-    for (size_t k = 0; k < p.own.size(); ++k) p.own[k] = -std::exp(a.p[k]);
-    p.p = p.own.data();
-    return p;
-  }
-};
+// A = -exp(A_log), owned.
+Param neg_exp(TensorLoader& L, const std::string& name, const std::vector<int64_t>& shape) {
+  Param a = L.get(name, shape);
+  Param p;
+  p.shape = shape;
+  p.own.resize(size_t(Tensor::count(shape)));
+  for (size_t k = 0; k < p.own.size(); ++k) p.own[k] = -std::exp(a.p[k]);
+  p.p = p.own.data();
+  return p;
+}
 
 std::vector<int64_t> shape_of(const Checkpoint& ck, const std::string& name, size_t rank) {
   const RawTensor& t = ck.require(name);
@@ -79,7 +53,7 @@ std::unique_ptr<VimModel> VimModel::load(const Checkpoint& ck) {
                                     "layers.0.mixer.A_b_log)");
   auto m = std::unique_ptr<VimModel>(new VimModel());
   VimConfig& c = m->cfg_;
-  VimLoader L{ck, &m->keep_alive_};
+  TensorLoader L{ck, "", {}, &m->keep_alive_};
 
   const std::vector<int64_t> cls = shape_of(ck, "cls_token", 3), pos = shape_of(ck, "pos_embed", 3),
                              pw = shape_of(ck, "patch_embed.proj.weight", 4);
@@ -140,7 +114,7 @@ std::unique_ptr<VimModel> VimModel::load(const Checkpoint& ck) {
       w.x_proj_w = L.get(q + "x_proj" + s + ".weight", {R + 2 * N, E});
       w.dt_proj_w = L.get(q + "dt_proj" + s + ".weight", {E, R});
       w.dt_proj_b = L.get(q + "dt_proj" + s + ".bias", {E});
-      w.A = L.neg_exp(q + (dir == 0 ? "A_log" : "A_b_log"), {E, N});
+      w.A = neg_exp(L, q + (dir == 0 ? "A_log" : "A_b_log"), {E, N});
       w.D = L.get(q + (dir == 0 ? "D" : "D_b"), {E});
     }
   }
