@@ -52,8 +52,8 @@ void run_evidence(const EvidenceCli& o, const Globals& g) {
   if (o.top_k < 1) throw Error("--top-k", "must be at least 1");
   if (o.skip_first < 0 || o.skip_last < 0) throw Error("--skip-first/--skip-last", "must not be negative");
   Loaded m = load_model(o.model);
-  const auto* mm = dynamic_cast<const MambaModel*>(m.model.get());
-  if (!mm) throw Error(o.model, "eval supports the Mamba and Falcon-Mamba families so far");
+  const CausalLM* mm = m.model.get();
+  if (!mm) throw Error(o.model, "is an image model; this evaluation needs a language model");
   if (!m.tok) throw Error(o.model, "no tokenizer.json next to the weights (the data is text)");
   std::vector<EvidenceExample> data = read_evidence_jsonl(o.data);
   if (o.limit > 0 && int64_t(data.size()) > o.limit) data.resize(size_t(o.limit));
@@ -133,8 +133,8 @@ void run_flipping_cli(const FlipCli& o, const Globals& g) {
   spec.out = o.out;
   spec.resume = o.resume;
   Loaded m = load_model(o.model);
-  const auto* mm = dynamic_cast<const MambaModel*>(m.model.get());
-  if (!mm) throw Error(o.model, "eval supports the Mamba and Falcon-Mamba families so far");
+  const CausalLM* mm = m.model.get();
+  if (!mm) throw Error(o.model, "is an image model; this evaluation needs a language model");
   if (!m.tok) throw Error(o.model, "no tokenizer.json next to the weights (the data is text)");
   TextFields tf;
   tf.text = o.text_field;

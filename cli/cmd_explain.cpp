@@ -119,8 +119,7 @@ void run(const ExplainCli& o, const Globals& g) {
     return;
   }
   if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
-  const auto* mm = dynamic_cast<const MambaModel*>(m.model.get());
-  if (!mm) throw Error(o.model, "explain supports the Mamba and Falcon-Mamba families so far");
+  const CausalLM* mm = m.model.get();
   std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
 
   ExplainSpec spec;

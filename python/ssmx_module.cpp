@@ -71,6 +71,10 @@ struct Model {
     if (!m) throw Error(path, std::string(what) + " supports the Mamba and Falcon-Mamba families so far");
     return *m;
   }
+  const CausalLM& lm(const char* what) const {
+    if (vim) throw Error(path, std::string(what) + ": this is a Vision Mamba; give image= or pixels=");
+    return *model;
+  }
   const Tokenizer* tokenizer() const { return tok ? &*tok : nullptr; }
 
   // Token ids of the input: exactly one of text and ids.
@@ -225,7 +229,7 @@ std::shared_ptr<PyReport> py_explain(const Model& m, const std::optional<std::st
                                   double epsilon, double gamma, int steps, const std::string& baseline, int samples,
                                   double noise, uint64_t seed, int64_t start_layer, const std::string& compat,
                                   bool zero_biases, bool words, bool keep_maps) {
-  const MambaModel& mm = m.mamba("explain");
+  const CausalLM& mm = m.lm("explain");
   const std::vector<int32_t> in = m.input(text, ids);
   ExplainSpec spec;
   spec.methods.clear();
@@ -247,7 +251,7 @@ std::shared_ptr<PyReport> py_explain(const Model& m, const std::optional<std::st
 
 py::list py_eval_evidence(const Model& m, const std::string& data, const std::vector<std::string>& methods, int top_k,
                        int skip_first, int skip_last, bool contrast, int64_t limit, int64_t start_layer) {
-  const MambaModel& mm = m.mamba("eval");
+  const CausalLM& mm = m.lm("eval");
   if (!m.tok) throw Error(m.path, "no tokenizer.json next to the weights (the data is text)");
   if (top_k < 1) throw Error("top_k", "must be at least 1");
   std::vector<EvidenceExample> ex = read_evidence_jsonl(data);

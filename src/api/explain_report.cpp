@@ -113,11 +113,11 @@ std::string printable_token_text(const std::string& s) {
   return out;
 }
 
-Report explain_report(const MambaModel& model, const Checkpoint& ck, const Tokenizer* tok, const std::string& model_label,
+Report explain_report(const CausalLM& model, const Checkpoint& ck, const Tokenizer* tok, const std::string& model_label,
                       const std::string& text, const std::vector<int32_t>& ids, const ExplainSpec& spec) {
   if (spec.methods.empty()) throw Error("--method", "no method given");
   if (ids.empty()) throw Error("input", "no tokens to explain");
-  std::optional<ClassHead> head = load_class_head(ck, model.config().d_model, model.config().vocab);
+  std::optional<ClassHead> head = load_class_head(ck, model.d_model(), model.vocab_size());
   ExplainOptions eo = spec.options;
   eo.keep_maps = spec.keep_maps;
   eo.target = Target{};

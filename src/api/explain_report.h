@@ -39,7 +39,7 @@ std::string printable_token_text(const std::string& s);
 
 // Runs every method of `spec` on `ids` (tokens of `text` when text is not empty) and returns the report. `ck` is
 // read for a classification head.
-Report explain_report(const MambaModel& model, const Checkpoint& ck, const Tokenizer* tok, const std::string& model_label,
+Report explain_report(const CausalLM& model, const Checkpoint& ck, const Tokenizer* tok, const std::string& model_label,
                       const std::string& text, const std::vector<int32_t>& ids, const ExplainSpec& spec);
 
 }  // namespace ssmx

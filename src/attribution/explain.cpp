@@ -1,5 +1,7 @@
 #include "attribution/explain.h"
 
+#include "attribution/backend.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,25 +34,12 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Everything the target needs: where it acts, its direction in norm_f space and the head bias part of f.
-struct ResolvedTarget {
-  Target t;
-  std::vector<float> seed;  // (Dm)
-  double bias = 0;          // head bias contribution to f (class heads)
-  double f = 0;             // the target value from a plain forward pass
-  std::vector<float> logits;  // the model's output at the target position
-};
+}  // namespace
 
-ResolvedTarget resolve_target(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
-                              const Target& want, bool zero_biases) {
-  const int64_t T = int64_t(ids.size()), Dm = m.config().d_model, V = m.config().vocab;
+ResolvedTarget resolve_lm_target(const float* hid, int64_t T, int64_t Dm, const float* W, int64_t V,
+                                 const ClassHead* head, const Target& want, bool zero_biases) {
   ResolvedTarget r;
   r.t = want;
-  ForwardOptions fo;
-  fo.all_logits = false;
-  fo.keep_final_hidden = true;
-  const ForwardResult fr = m.forward(ids, fo);
-  const float* hid = fr.acts.at("norm_f").ptr();
   auto dot = [&](const float* a, const float* b) {
     double s = 0;
     for (int64_t d = 0; d < Dm; ++d) s += double(a[d]) * double(b[d]);
@@ -79,7 +68,6 @@ ResolvedTarget resolve_target(const MambaModel& m, const ClassHead* head, const 
     if (id < 0 || id >= V)
       throw Error(what, "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(V));
   };
-  const float* W = m.lm_head().p;
   r.logits.resize(size_t(V));
   for (int64_t v = 0; v < V; ++v) r.logits[size_t(v)] = float(dot(W + v * Dm, hid + pos * Dm));
   if (r.t.token < 0) r.t.token = int32_t(std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin());
@@ -92,6 +80,8 @@ ResolvedTarget resolve_target(const MambaModel& m, const ClassHead* head, const 
   r.f = dot(r.seed.data(), hid + pos * Dm);
   return r;
 }
+
+namespace {
 
 GradRequest base_request(const std::vector<int32_t>& ids, const Tensor& embeds, const ResolvedTarget& rt,
                          const ExplainOptions& o) {
@@ -134,16 +124,6 @@ struct LayerMaps {
   std::vector<std::vector<float>> rows;   // official: per layer ≥ start, the published row reduction (T)
 };
 
-// What the attention methods read of one layer: its hidden attention, however the layer is built (a causal Mamba
-// mixer, or Vision Mamba's two directions).
-struct LayerAttention {
-  virtual ~LayerAttention() = default;
-  virtual int64_t channels() const = 0;
-  virtual Tensor mean_map(AttnKind k) const = 0;                       // (T, T) channel mean
-  virtual Tensor mean_row(AttnKind k, int64_t pos) const = 0;          // (T) channel mean of row pos
-  virtual Tensor rows(AttnKind k, int64_t pos, bool published) const = 0;  // (E, T); published: the official rows
-};
-
 struct MambaLayerAttention : LayerAttention {
   MixerTrace tr;
   int64_t channels() const override { return tr.E; }
@@ -173,20 +153,6 @@ struct VimLayerAttention : LayerAttention {
   }
 };
 
-// A model as explain() sees it: the input embeddings, target resolution, the gradient engine and the layers' hidden
-// attention. One implementation per family (Mamba / Falcon-Mamba on token ids; Vision Mamba on image tokens).
-struct Backend {
-  int64_t T = 0, Dm = 0, L = 0, E = 0;
-  std::vector<int32_t> ids;  // empty for images
-  Tensor embeds;             // (T, Dm) the input embeddings
-  virtual ~Backend() = default;
-  virtual ResolvedTarget resolve(const Target& want, bool zero_biases) const = 0;
-  virtual GradResult gradient(const GradRequest& q) const = 0;
-  virtual const float* embedding_row(int64_t id) const = 0;  // token baselines; nullptr when there is no vocabulary
-  virtual int64_t vocab() const = 0;
-  virtual void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const = 0;
-};
-
 struct MambaBackend : Backend {
   const MambaModel& m;
   const ClassHead* head;
@@ -203,7 +169,12 @@ struct MambaBackend : Backend {
     }
   }
   ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
-    return resolve_target(m, head, ids, want, zero_biases);
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.keep_final_hidden = true;
+    const ForwardResult fr = m.forward(ids, fo);
+    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.config().vocab, head, want,
+                             zero_biases);
   }
   GradResult gradient(const GradRequest& q) const override { return mamba_gradient(m, q); }
   const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
@@ -381,8 +352,6 @@ std::vector<std::pair<int64_t, int64_t>> word_spans(const std::vector<std::strin
   return spans;
 }
 
-namespace {
-
 Explanation explain_core(const Backend& b, const ExplainOptions& o) {
   const double t0 = now_s();
   const std::vector<int32_t>& ids = b.ids;
@@ -393,6 +362,7 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o) {
   if (o.compat != "none" && o.compat != "official")
     throw Error("--compat", "unknown mode '" + o.compat + "' (none or official)");
 
+  b.check(o);
   const ResolvedTarget rt = b.resolve(o.target, o.zero_biases);
   Explanation ex;
   ex.method = method_name(o.method);
@@ -649,13 +619,18 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o) {
   return ex;
 }
 
-}  // namespace
+std::unique_ptr<Backend> make_mamba_backend(const CausalLM& m, const ClassHead* head,
+                                            const std::vector<int32_t>& ids) {
+  const auto* mm = dynamic_cast<const MambaModel*>(&m);
+  if (!mm) return nullptr;
+  return std::make_unique<MambaBackend>(*mm, head, ids);
+}
 
-Explanation explain(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
+Explanation explain(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids,
                     const ExplainOptions& o) {
   if (ids.empty()) throw Error("input", "no tokens to explain");
-  const MambaBackend b(m, head, ids);
-  return explain_core(b, o);
+  const std::unique_ptr<Backend> b = make_text_backend(m, head, ids);
+  return explain_core(*b, o);
 }
 
 Explanation explain_image(const VimModel& m, const Tensor& pixels, const ExplainOptions& o) {

@@ -88,8 +88,9 @@ struct Explanation {
   double seconds = 0;
 };
 
-// Explains `ids` with one method. `head` is the classification head when the target is a class.
-Explanation explain(const MambaModel& m, const ClassHead* head, const std::vector<int32_t>& ids,
+// Explains `ids` with one method. `head` is the classification head when the target is a class. Every causal LM
+// family with an explanation backend (attribution/backend.h) is accepted.
+Explanation explain(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids,
                     const ExplainOptions& opt);
 
 // Explains a Vision Mamba's class prediction for `pixels` (3, H, W). The target must be a class (default: the

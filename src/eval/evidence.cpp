@@ -77,7 +77,7 @@ std::array<double, 3> score_evidence(const std::vector<float>& rel, const std::v
   return {pointing, double(found) / double(ev.size()), hit};
 }
 
-std::vector<EvidenceScores> evaluate_evidence(const MambaModel& m, const Tokenizer& tok,
+std::vector<EvidenceScores> evaluate_evidence(const CausalLM& m, const Tokenizer& tok,
                                               const std::vector<EvidenceExample>& data, const std::vector<Method>& methods,
                                               const ExplainOptions& base, const EvidenceRanking& rank,
                                               const std::function<void()>& on_example) {

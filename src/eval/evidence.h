@@ -56,7 +56,7 @@ struct EvidenceRanking {
 
 // Explains every example with every method (target: the example's target token at the last position, or its
 // contrast with the other targets, see EvidenceRanking).
-std::vector<EvidenceScores> evaluate_evidence(const MambaModel& m, const Tokenizer& tok,
+std::vector<EvidenceScores> evaluate_evidence(const CausalLM& m, const Tokenizer& tok,
                                               const std::vector<EvidenceExample>& data, const std::vector<Method>& methods,
                                               const ExplainOptions& base, const EvidenceRanking& rank,
                                               const std::function<void()>& on_example = {});

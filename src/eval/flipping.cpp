@@ -33,21 +33,17 @@ std::string mask_name(const FlipOptions& o) {
   return "?";
 }
 
-std::vector<float> masked_logits(const MambaModel& m, const std::vector<int32_t>& ids, const std::vector<bool>& masked,
+std::vector<float> masked_logits(const CausalLM& m, const std::vector<int32_t>& ids, const std::vector<bool>& masked,
                                  const FlipOptions& o) {
   ForwardOptions fo;
   fo.all_logits = false;
-  const int64_t Dm = m.config().d_model, T = int64_t(ids.size());
+  const int64_t Dm = m.d_model(), T = int64_t(ids.size());
   if (int64_t(masked.size()) != T) throw Error("flipping", "mask length differs from the input length");
   Tensor logits;
   if (o.mask == MaskMode::Zero) {
-    Tensor e({T, Dm});
-    for (int64_t t = 0; t < T; ++t) {
-      if (masked[size_t(t)]) continue;
-      const int32_t id = ids[size_t(t)];
-      if (id < 0 || id >= m.config().vocab) throw Error("input", "token id " + std::to_string(id) + " out of range");
-      std::copy_n(m.embedding().p + int64_t(id) * Dm, Dm, e.ptr() + t * Dm);
-    }
+    Tensor e = m.embed(ids);
+    for (int64_t t = 0; t < T; ++t)
+      if (masked[size_t(t)]) std::fill_n(e.ptr() + t * Dm, Dm, 0.0f);
     logits = m.forward_embeds(e, fo).logits;
   } else if (o.mask == MaskMode::Token) {
     std::vector<int32_t> x = ids;
@@ -92,15 +88,15 @@ std::vector<double> class_probs(const std::vector<float>& logits, const std::vec
 
 }  // namespace
 
-FlipCurves flip_curves(const MambaModel& m, const std::vector<int32_t>& ids, int32_t target,
+FlipCurves flip_curves(const CausalLM& m, const std::vector<int32_t>& ids, int32_t target,
                        const std::vector<float>& rel, const FlipOptions& o) {
   const int64_t T = int64_t(ids.size());
   if (T == 0) throw Error("flipping", "empty input");
   if (int64_t(rel.size()) != T) throw Error("flipping", "relevance length differs from the input length");
-  if (target < 0 || target >= m.config().vocab) throw Error("flipping", "target token out of range");
+  if (target < 0 || target >= m.vocab_size()) throw Error("flipping", "target token out of range");
   for (int32_t c : o.classes)
-    if (c < 0 || c >= m.config().vocab) throw Error("flipping", "class token out of range");
-  if (o.mask == MaskMode::Token && (o.mask_token < 0 || o.mask_token >= m.config().vocab))
+    if (c < 0 || c >= m.vocab_size()) throw Error("flipping", "class token out of range");
+  if (o.mask == MaskMode::Token && (o.mask_token < 0 || o.mask_token >= m.vocab_size()))
     throw Error("--mask", "token id " + std::to_string(o.mask_token) + " is out of range");
   const int64_t first = o.skip_first, last = T - o.skip_last;
   if (first < 0 || o.skip_last < 0 || first >= last)

@@ -53,7 +53,7 @@ struct FlipCurves {
 };
 
 // The logits (V) at the last position with the tokens where masked[t] is true perturbed.
-std::vector<float> masked_logits(const MambaModel& m, const std::vector<int32_t>& ids, const std::vector<bool>& masked,
+std::vector<float> masked_logits(const CausalLM& m, const std::vector<int32_t>& ids, const std::vector<bool>& masked,
                                  const FlipOptions& o);
 
 // Trapezoid rule.
@@ -63,7 +63,7 @@ std::vector<int64_t> relevance_order(const std::vector<float>& relevance, int64_
                                      bool abs);
 
 // All curves of one example, `target` the explained token id (its logit at the last position is the score).
-FlipCurves flip_curves(const MambaModel& m, const std::vector<int32_t>& ids, int32_t target,
+FlipCurves flip_curves(const CausalLM& m, const std::vector<int32_t>& ids, int32_t target,
                        const std::vector<float>& relevance, const FlipOptions& o);
 
 }  // namespace ssmx

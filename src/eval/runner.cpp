@@ -50,7 +50,7 @@ std::vector<FlipExample> prepare_examples(const Tokenizer& tok, const std::vecto
   return out;
 }
 
-nlohmann::json flip_record(const MambaModel& m, const FlipExample& ex, Method method, const ExplainOptions& base,
+nlohmann::json flip_record(const CausalLM& m, const FlipExample& ex, Method method, const ExplainOptions& base,
                            const FlipOptions& fo) {
   int32_t target = ex.target;
   if (target < 0) {  // the prediction, among the class tokens when known
@@ -148,7 +148,7 @@ std::set<std::string> completed_records(const std::string& path) {
   return done;
 }
 
-std::vector<nlohmann::json> run_flipping(const MambaModel& m, const std::vector<FlipExample>& data, const RunSpec& spec,
+std::vector<nlohmann::json> run_flipping(const CausalLM& m, const std::vector<FlipExample>& data, const RunSpec& spec,
                                          const std::function<void()>& on_example) {
   if (spec.shards < 1 || spec.shard < 0 || spec.shard >= spec.shards)
     throw Error("--shard", "needs I/N with 0 <= I < N");

@@ -41,7 +41,7 @@ std::vector<FlipExample> prepare_examples(const Tokenizer& tok, const std::vecto
 int32_t target_token(const Tokenizer& tok, const std::string& text, const std::string& where);
 
 // One example × method: explain (target at the last position), flip; the JSON record.
-nlohmann::json flip_record(const MambaModel& m, const FlipExample& ex, Method method, const ExplainOptions& base,
+nlohmann::json flip_record(const CausalLM& m, const FlipExample& ex, Method method, const ExplainOptions& base,
                            const FlipOptions& fo);
 
 // Keys "INDEX/method" of the complete records in `path`; cuts a truncated or unparsable last line off the file.
@@ -57,7 +57,7 @@ struct RunSpec {
 };
 // Runs every example of this shard with every method, appending records to spec.out; returns the records written
 // in this call. on_example is called after each example.
-std::vector<nlohmann::json> run_flipping(const MambaModel& m, const std::vector<FlipExample>& data, const RunSpec& spec,
+std::vector<nlohmann::json> run_flipping(const CausalLM& m, const std::vector<FlipExample>& data, const RunSpec& spec,
                                          const std::function<void()>& on_example = {});
 
 struct FlipSummary {

@@ -60,7 +60,9 @@ class MambaModel : public CausalLM {
   int64_t vocab_size() const override { return cfg_.vocab; }
   ForwardResult forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const override;
   // The same forward from explicit input embeddings (T, Dm) instead of token ids (masking by zero embeddings).
-  ForwardResult forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const;
+  ForwardResult forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const override;
+  int64_t d_model() const override { return cfg_.d_model; }
+  Tensor embed(const std::vector<int32_t>& ids) const override;  // rows of the embedding, unscaled
 
   const MambaConfig& config() const { return cfg_; }
   const MambaLayer& layer(int64_t i) const { return layers_[size_t(i)]; }

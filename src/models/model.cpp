@@ -14,6 +14,18 @@ int64_t ModelInfo::dim(const std::string& key) const {
   return -1;
 }
 
+namespace {
+[[noreturn]] void unsupported(const CausalLM& m, const char* what) {
+  throw Error(m.info().family, std::string(what) + " is not available for this family yet");
+}
+}  // namespace
+
+int64_t CausalLM::d_model() const { unsupported(*this, "input embeddings"); }
+Tensor CausalLM::embed(const std::vector<int32_t>&) const { unsupported(*this, "input embeddings"); }
+ForwardResult CausalLM::forward_embeds(const Tensor&, const ForwardOptions&) const {
+  unsupported(*this, "a forward pass from input embeddings");
+}
+
 std::string detect_family(const Checkpoint& ck) {
   const auto& c = ck.config;
   const std::string where = ck.config_path.empty() ? ck.weights_where() : ck.config_path;

@@ -48,6 +48,14 @@ class CausalLM {
   virtual int64_t vocab_size() const = 0;
   // ids must be in [0, vocab_size()); throws ssmx::Error otherwise.
   virtual ForwardResult forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const = 0;
+
+  // The input embeddings of a family: what explanations attribute to and what masking by zero embeddings zeroes.
+  // embed(ids) is (T, d_model()); forward_embeds(embed(ids), o) equals forward(ids, o). A family whose forward scales
+  // the looked-up rows (RecurrentGemma's √d_model) documents whether the scale is inside embed() or after it.
+  // The defaults throw ssmx::Error naming the family (a family that does not support them yet).
+  virtual int64_t d_model() const;
+  virtual Tensor embed(const std::vector<int32_t>& ids) const;
+  virtual ForwardResult forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const;
 };
 
 // Detects the family from config.json (model_type, or the original mamba_ssm keys) and the tensor names.

@@ -1,0 +1,75 @@
+// ssmx/attribution/backend.h — what explain() needs of a model family, so that every method (attribution/explain.h)
+// runs unchanged on Mamba, Falcon-Mamba, Vision Mamba, Mamba-2, RWKV-4 and RecurrentGemma.
+//
+// A family provides a Backend: its input embeddings, the target resolution (a logit of its head as a direction
+// `seed` in the space of the head's input at one position), its gradient engine (GradRequest → GradResult, with the
+// LRP rules it defines), and its layers' implicit attention through LayerAttention. explain_core() implements the
+// methods once, on top of these.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "attribution/explain.h"
+#include "attribution/hidden_attention.h"
+#include "core/tensor.h"
+#include "models/class_head.h"
+#include "models/mamba_grad.h"
+#include "models/model.h"
+
+namespace ssmx {
+
+// Everything the target needs: where it acts, its direction in the head input's space and the head bias part of f.
+struct ResolvedTarget {
+  Target t;
+  std::vector<float> seed;    // (Dm)
+  double bias = 0;            // head bias contribution to f (class heads)
+  double f = 0;               // the target value from a plain forward pass
+  std::vector<float> logits;  // the model's output at the target position
+};
+
+// Resolves a target of a causal LM from the head's input `hidden` (T, Dm) and the head matrix W (V, Dm), or of a
+// classification head on the last token. Token targets are the logit before any soft-capping (a monotone function of
+// it), so that f = seed · hidden[pos] is linear in the head's input.
+ResolvedTarget resolve_lm_target(const float* hidden, int64_t T, int64_t Dm, const float* W, int64_t V,
+                                 const ClassHead* head, const Target& want, bool zero_biases);
+
+// What the attention methods read of one layer: its implicit attention, however the layer is built.
+// AttnKind::S6 is the family's recurrence-only operator, AttnKind::Unified the operator with the layer's conv,
+// gates and activations folded in (docs/methods.md, per family).
+struct LayerAttention {
+  virtual ~LayerAttention() = default;
+  virtual int64_t channels() const = 0;
+  virtual Tensor mean_map(AttnKind k) const = 0;                           // (T, T) channel mean
+  virtual Tensor mean_row(AttnKind k, int64_t pos) const = 0;              // (T) channel mean of row pos
+  virtual Tensor rows(AttnKind k, int64_t pos, bool published) const = 0;  // (E, T); published: the official rows
+};
+
+// A model as explain() sees it. The gradient engine's GradResult must fill `grad`, `embeds`, `f`; the LRP methods
+// also `resid_relevance` ((L + 1) × T) and `bias_absorbed`; mamba-attr / unified-attr also, with keep_layer_grads,
+// `grad_y[l]` = ∂f/∂(output of layer l's attention operator) (T, E) for E = that layer's channels(); the official
+// compat mode `grad_resid[l]` (T, Dm).
+struct Backend {
+  int64_t T = 0, Dm = 0, L = 0, E = 0;
+  std::vector<int32_t> ids;  // empty for images
+  Tensor embeds;             // (T, Dm) the input embeddings
+  virtual ~Backend() = default;
+  virtual ResolvedTarget resolve(const Target& want, bool zero_biases) const = 0;
+  virtual GradResult gradient(const GradRequest& q) const = 0;
+  virtual const float* embedding_row(int64_t id) const = 0;  // token baselines; nullptr when there is no vocabulary
+  virtual int64_t vocab() const = 0;
+  virtual void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const = 0;
+  // Methods this family does not define (e.g. compat "official" outside Mamba/Vim) throw from here; the default
+  // accepts everything.
+  virtual void check(const ExplainOptions&) const {}
+};
+
+Explanation explain_core(const Backend& b, const ExplainOptions& o);
+
+// The text backend of a causal LM, by family (attribution/backends.cpp); throws ssmx::Error for a family without one.
+std::unique_ptr<Backend> make_text_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
+std::unique_ptr<Backend> make_mamba_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
+
+}  // namespace ssmx
