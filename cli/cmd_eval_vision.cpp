@@ -82,6 +82,7 @@ void write_text_file(const std::string& path, const std::string& s) {
 
 struct VisionCli {
   std::string model, data, labels, methods = "random,grad-input,mamba-lrp", mode = "both", steps = "10";
+  std::string transform = "deit";
   bool include_zero = false, compat_ap = false, resume = false;
   int64_t limit = 0, start_layer = -1;
   uint64_t seed = 0;
@@ -124,7 +125,10 @@ void run_perturbation_cli(const VisionCli& o, const Globals& g) {
   if (o.mode != "positive" && o.mode != "negative" && o.mode != "both")
     throw Error("--mode", "expected positive, negative or both, got '" + o.mode + "'");
   const std::vector<double> steps = parse_steps(o.steps);
+  if (o.transform != "deit" && o.transform != "resize")
+    throw Error("--transform", "expected deit or resize, got '" + o.transform + "'");
   Prepared p = prepare(o, g, "perturbation");
+  p.spec.plain_resize = o.transform == "resize";
   p.spec.positive = o.mode != "negative";
   p.spec.negative = o.mode != "positive";
   p.spec.steps = steps;
@@ -236,6 +240,9 @@ void register_eval_vision(CLI::App& app, Globals& g) {
   pe->add_option("--labels", p->labels, "Labels of a flat image folder (one integer a line, or CSV file,label)");
   pe->add_option("--mode", p->mode, "positive, negative or both")->capture_default_str();
   pe->add_option("--steps", p->steps, "Fractions removed: a count S (1/S … (S-1)/S) or a list 0.1,0.2,…")
+      ->capture_default_str();
+  pe->add_option("--transform", p->transform,
+                 "deit (shorter side to H/0.875 bicubic, centre crop; none at 32 px or less) or resize (to HxW, no crop)")
       ->capture_default_str();
   pe->add_flag("--include-zero", p->include_zero, "Also classify the unperturbed image: the AUC starts at x = 0");
   pe->add_option("--plot", p->plot, "Write the accuracy curves as PNG and SVG into DIR");

@@ -649,15 +649,18 @@ py::dict py_eval_perturbation(const Model& m, const std::string& data, const std
                               const std::string& labels, const std::string& mode, const std::vector<double>& steps,
                               bool include_zero, int64_t limit, uint64_t seed, int64_t start_layer,
                               const std::string& compat, std::pair<int64_t, int64_t> shard, const std::string& out,
-                              bool resume) {
+                              bool resume, const std::string& transform) {
   const VimModel& vm = m.vision("eval_perturbation");
   if (mode != "positive" && mode != "negative" && mode != "both")
     throw Error("mode", "expected positive, negative or both, got '" + mode + "'");
+  if (transform != "deit" && transform != "resize")
+    throw Error("transform", "expected deit or resize, got '" + transform + "'");
   VisionRunSpec spec;
   vision_spec(spec, methods, seed, start_layer, compat, shard, out, resume);
   spec.positive = mode != "negative", spec.negative = mode != "positive";
   spec.steps = steps;
   spec.include_zero = include_zero;
+  spec.plain_resize = transform == "resize";
   const VisionData d = vision_data_of(m, vm, data, labels, limit);
   std::vector<PerturbationSummary> sum;
   {
@@ -718,7 +721,7 @@ void register_eval_bindings(py::module_& mod) {
           py::arg("steps") = std::vector<double>{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9},
           py::arg("include_zero") = false, py::arg("limit") = 0, py::arg("seed") = 0, py::arg("start_layer") = -1,
           py::arg("compat") = "none", py::arg("shard") = std::pair<int64_t, int64_t>(0, 1), py::arg("out") = "",
-          py::arg("resume") = false);
+          py::arg("resume") = false, py::arg("transform") = "deit");
   mod.def("eval_segmentation", &py_eval_segmentation, py::arg("model"), py::arg("data"), py::arg("methods"),
           py::arg("compat_unnormalised_ap") = false, py::arg("limit") = 0, py::arg("seed") = 0,
           py::arg("start_layer") = -1, py::arg("compat") = "none", py::arg("shard") = std::pair<int64_t, int64_t>(0, 1),

@@ -206,7 +206,7 @@ class Model:
 
     def eval_perturbation(self, data, method="random,grad-input,mamba-lrp", *, labels="", mode="both", steps=10,
                           include_zero=False, limit=0, seed=0, start_layer=None, compat="none", shard=(0, 1), out=None,
-                          resume=False):
+                          resume=False, transform="deit"):
         """Positive/negative pixel perturbation of a Vision Mamba (as `ssmx eval perturbation`): {method: {'images',
         'fractions', 'positive_accuracy', 'positive_auc', 'negative_accuracy', 'negative_auc'}}, accuracies in % as
         float64 NumPy arrays. steps: a count S (fractions 1/S ... (S-1)/S) or a list of fractions."""
@@ -220,7 +220,7 @@ class Model:
                                        limit=int(limit), seed=int(seed),
                                        start_layer=-1 if start_layer is None else int(start_layer), compat=compat,
                                        shard=tuple(shard), out="" if out is None else _os.fspath(out),
-                                       resume=bool(resume))
+                                       resume=bool(resume), transform=transform)
 
     def eval_segmentation(self, data, method="random,grad-input,mamba-lrp", *, compat_unnormalised_ap=False, limit=0,
                           seed=0, start_layer=None, compat="none", shard=(0, 1), out=None, resume=False):

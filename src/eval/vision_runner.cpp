@@ -89,7 +89,7 @@ void check_size(const Image& img, const VimModel& m, const std::string& where) {
   if (img.w != int(c.img_w) || img.h != int(c.img_h))
     throw Error(where, "the transform gave " + std::to_string(img.w) + "x" + std::to_string(img.h) +
                            " pixels, not the model's " + std::to_string(c.img_w) + "x" + std::to_string(c.img_h) +
-                           " (DeiT does not resize inputs of 32 pixels or less)");
+                           " (DeiT does not resize inputs of 32 pixels or less; --transform resize does)");
 }
 
 Tensor to_pixels(const Image& img) {
@@ -140,7 +140,8 @@ VisionData read_vision_data(const std::string& data, const std::string& labels,
   throw Error(data, "expected an image folder, a .jsonl list or gtsegs_ijcv.mat");
 }
 
-VisionSample load_vision_sample(const VimModel& m, const VisionData& d, const VisionExample& ex, bool segmentation) {
+VisionSample load_vision_sample(const VimModel& m, const VisionData& d, const VisionExample& ex, bool segmentation,
+                                bool plain_resize) {
   const VimConfig& c = m.config();
   const int H = int(c.img_h), W = int(c.img_w);
   VisionSample s;
@@ -163,10 +164,12 @@ VisionSample load_vision_sample(const VimModel& m, const VisionData& d, const Vi
                                  std::to_string(src.w) + "x" + std::to_string(src.h));
     }
   }
-  if (segmentation) {
+  if (segmentation || plain_resize) {
     s.image = (src.w == W && src.h == H) ? src : resize_bicubic_pil(src, W, H);
+  }
+  if (segmentation) {
     s.mask = (mw == W && mh == H) ? mask : resize_mask_nearest(mask.data(), mh, mw, H, W);
-  } else {
+  } else if (!plain_resize) {
     s.image = transform_crop(src, ImageTransform::deit_eval(H));
     check_size(s.image, m, ex.image);
   }
@@ -310,7 +313,7 @@ std::vector<nlohmann::json> run_vision(const VimModel& m, const VisionData& d, c
     for (Method meth : spec.methods)
       if (!done.count(std::to_string(ex.index) + "/" + method_name(meth))) todo.push_back(meth);
     if (!todo.empty()) {
-      const VisionSample s = load_vision_sample(m, d, ex, segmentation);
+      const VisionSample s = load_vision_sample(m, d, ex, segmentation, spec.plain_resize);
       for (Method meth : todo) {
         nlohmann::json j = make(ex, s, meth);
         if (out.is_open()) {

@@ -61,7 +61,9 @@ struct VisionSample {
   Image image;                // model-sized RGB
   std::vector<uint8_t> mask;  // model-sized 0/1, empty when the example has none
 };
-VisionSample load_vision_sample(const VimModel& m, const VisionData& d, const VisionExample& ex, bool segmentation);
+// plain_resize (`--transform resize`) replaces the DeiT transform of the perturbation test by the plain resize to H×W.
+VisionSample load_vision_sample(const VimModel& m, const VisionData& d, const VisionExample& ex, bool segmentation,
+                                bool plain_resize = false);
 
 struct VisionRunSpec {
   std::vector<Method> methods;
@@ -71,6 +73,7 @@ struct VisionRunSpec {
   bool positive = true, negative = true;
   std::vector<double> steps = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
   bool include_zero = false;
+  bool plain_resize = false;  // resize to the model's H×W (bicubic, no crop) instead of the DeiT transform
   // segmentation
   bool compat_unnormalised_ap = false;
   int64_t shard = 0, shards = 1;

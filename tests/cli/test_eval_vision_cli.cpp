@@ -4,6 +4,7 @@
 // the file or option with a non-zero exit code.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -144,4 +145,53 @@ TEST(EvalVisionCli, ErrorsAreOneLineNamingTheFileOrOption) {
   check({"eval", "merge", td.file("p.jsonl"), td.file("g.jsonl")}, "g.jsonl:1");
   test::write_file(td.file("junk.jsonl"), "{\"a\": 1}\n");
   check({"eval", "merge", td.file("junk.jsonl")}, "junk.jsonl:1");
+}
+
+TEST(EvalVisionCli, ImagenetLayoutsAndTheSegmentationMatFile) {
+  test::TempDir td;
+  const std::string vim = test::data_dir() + "/vim/vim-tiny-random.pth";  // 32×32 input, 10 classes
+  const std::string inet = test::data_dir() + "/eval/imagenet";
+  // folder layout: 5 images of 3 classes; the fixtures are smaller than 32 px, so --transform resize
+  auto r = test::run_cli({"--threads", "1", "eval", "perturbation", vim, "--data", inet + "/val", "--method", "random",
+                          "--steps", "4", "--transform", "resize", "--out", td.file("f.jsonl"), "--json", td.file("f.json")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto j = nlohmann::json::parse(test::read_file(td.file("f.json")));
+  EXPECT_EQ(j[0]["images"], 5);
+  // labels are the sorted wnid order: the record of image 0 has label 0, the last one label 2
+  const std::string recs = test::read_file(td.file("f.jsonl"));
+  EXPECT_EQ(nlohmann::json::parse(recs.substr(0, recs.find('\n')))["label"], 0);
+  EXPECT_EQ(nlohmann::json::parse(recs.substr(recs.rfind('\n', recs.size() - 2) + 1))["label"], 2);
+  for (double a : j[0]["positive"]["accuracy"].get<std::vector<double>>()) EXPECT_EQ(std::fmod(a, 20.0), 0.0) << a;
+  // without --transform resize the DeiT rule (no resize at 32 px) refuses the 8-px crops, naming the file
+  r = test::run_cli({"eval", "perturbation", vim, "--data", inet + "/val", "--method", "random"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("ILSVRC2012_val_00000293.JPEG"), std::string::npos) << r.err;
+  // flat layout with a labels file
+  r = test::run_cli({"--threads", "1", "eval", "perturbation", vim, "--data", inet + "/flat", "--labels",
+                     inet + "/flat_labels.txt", "--method", "random", "--steps", "2", "--transform", "resize", "--json",
+                     td.file("flat.json")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(test::read_file(td.file("flat.json")))[0]["images"], 4);
+  // gtsegs_ijcv.mat: pixel accuracy of the table = Σ correct / Σ labelled over the records
+  r = test::run_cli({"--threads", "1", "eval", "segmentation", vim, "--data", test::data_dir() + "/eval/gtsegs_ijcv.mat",
+                     "--method", "mamba-lrp", "--out", td.file("s.jsonl"), "--json", td.file("s.json")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  j = nlohmann::json::parse(test::read_file(td.file("s.json")));
+  const std::string seg = test::read_file(td.file("s.jsonl"));
+  int64_t correct = 0, labelled = 0, n = 0;
+  for (size_t p = 0; p < seg.size();) {
+    const size_t nl = seg.find('\n', p);
+    const auto rec = nlohmann::json::parse(seg.substr(p, nl - p));
+    correct += rec["correct"].get<int64_t>(), labelled += rec["labelled"].get<int64_t>(), ++n;
+    EXPECT_EQ(rec["labelled"], 32 * 32);  // masks NEAREST-resized to the model's size
+    p = nl + 1;
+  }
+  EXPECT_EQ(j[0]["images"], n);
+  EXPECT_GT(n, 0);
+  EXPECT_NEAR(j[0]["pixel_accuracy"].get<double>(), double(correct) / double(labelled), 1e-12);
+  // a .mat has no labels: the perturbation test refuses it, naming the sample
+  r = test::run_cli({"eval", "perturbation", vim, "--data", test::data_dir() + "/eval/gtsegs_ijcv.mat", "--method", "random"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("gtsegs_ijcv.mat[0]"), std::string::npos) << r.err;
+  EXPECT_TRUE(one_line(r.err)) << r.err;
 }
