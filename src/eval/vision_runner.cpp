@@ -302,7 +302,16 @@ std::vector<nlohmann::json> run_vision(const VimModel& m, const VisionData& d, c
   std::set<std::string> done;
   std::ofstream out;
   if (!spec.out.empty()) {
-    if (spec.resume) done = completed_records(spec.out);
+    if (spec.resume) {
+      std::error_code ec;
+      if (fs::exists(spec.out, ec)) {
+        const std::string want = segmentation ? "segmentation" : "perturbation";
+        done = completed_records(spec.out);  // cuts a truncated last line first
+        const std::string have = result_file_kind(spec.out);
+        if (!have.empty() && have != want)
+          throw Error(spec.out, "holds " + have + " records; --resume continues a " + want + " run");
+      }
+    }
     out.open(spec.out, spec.resume ? std::ios::app : std::ios::trunc);
     if (!out) throw Error(spec.out, "cannot write");
   }

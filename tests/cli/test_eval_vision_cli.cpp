@@ -143,6 +143,9 @@ TEST(EvalVisionCli, ErrorsAreOneLineNamingTheFileOrOption) {
                      td.file("g.jsonl")});
   ASSERT_EQ(r.rc, 0) << r.err;
   check({"eval", "merge", td.file("p.jsonl"), td.file("g.jsonl")}, "g.jsonl:1");
+  // resuming a segmentation file with the perturbation runner
+  check({"eval", "perturbation", kVimDemo, "--data", kList, "--limit", "1", "--method", "random", "--out",
+         td.file("g.jsonl"), "--resume"}, "g.jsonl: holds segmentation records");
   test::write_file(td.file("junk.jsonl"), "{\"a\": 1}\n");
   check({"eval", "merge", td.file("junk.jsonl")}, "junk.jsonl:1");
 }
