@@ -1,5 +1,6 @@
 // ssmx eval — evaluation protocols for explanations. So far: `evidence` (pointing game and evidence recall on data
 // whose deciding words are known, e.g. models/sentiment-mamba/heldout.jsonl).
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -25,7 +26,7 @@ struct EvidenceCli {
   int skip_first = 0, skip_last = 0;
   bool contrast = false;
   int64_t limit = 0;
-  int64_t start_layer = 0;
+  int64_t start_layer = -1;  // -1: 0 for text, 15/24 of the depth for images
 };
 
 std::vector<Method> parse_methods(const std::string& s) {
@@ -50,8 +51,13 @@ void run_evidence(const EvidenceCli& o, const Globals& g) {
   set_num_threads(g.threads);
   log_verbose(blas_core_reason());
   if (o.top_k < 1) throw Error("--top-k", "must be at least 1");
+  if (o.start_layer < -1) throw Error("--start-layer", "must not be negative");
   if (o.skip_first < 0 || o.skip_last < 0) throw Error("--skip-first/--skip-last", "must not be negative");
   Loaded m = load_model(o.model);
+  if (m.vim) {  // images with object masks: the image pointing game
+    run_image_evidence(m, o.model, o.data, o.methods, o.limit, o.start_layer, o.json, g);
+    return;
+  }
   const CausalLM* mm = m.model.get();
   if (!mm) throw Error(o.model, "is an image model; this evaluation needs a language model");
   if (!m.tok) throw Error(o.model, "no tokenizer.json next to the weights (the data is text)");
@@ -59,7 +65,7 @@ void run_evidence(const EvidenceCli& o, const Globals& g) {
   if (o.limit > 0 && int64_t(data.size()) > o.limit) data.resize(size_t(o.limit));
   const std::vector<Method> methods = parse_methods(o.methods);
   ExplainOptions base;
-  base.start_layer = o.start_layer;
+  base.start_layer = std::max<int64_t>(o.start_layer, 0);
   Progress bar("evidence", int64_t(data.size()), g.verbose);
   const auto sc = evaluate_evidence(*mm, *m.tok, data, methods, base, {o.top_k, o.skip_first, o.skip_last, o.contrast}, [&] { bar.step(); });
   bar.done();
@@ -161,6 +167,7 @@ struct MergeCli {
 };
 
 void run_merge(const MergeCli& o) {
+  if (merge_vision(o.inputs, o.markdown, o.csv, o.json, o.plot)) return;  // perturbation / segmentation records
   const auto sum = summarize(read_records(o.inputs));
   const std::string md = summary_markdown(sum);
   std::printf("%s", md.c_str());
@@ -176,9 +183,9 @@ void register_eval(CLI::App& app, Globals& g) {
   CLI::App* ev = app.add_subcommand("eval", "Evaluate explanations (faithfulness and plausibility protocols)");
   ev->require_subcommand(1);
   auto o = std::make_shared<EvidenceCli>();
-  CLI::App* sub = ev->add_subcommand("evidence", "Pointing game and evidence recall on data with known evidence words");
+  CLI::App* sub = ev->add_subcommand("evidence", "Pointing game and evidence recall on data with known evidence words; for a Vision Mamba, the image pointing game on images with object masks");
   sub->add_option("model", o->model, "Model directory")->required();
-  sub->add_option("--data", o->data, "JSONL with text, target and evidence_char_spans per line")->required();
+  sub->add_option("--data", o->data, "JSONL with text, target and evidence_char_spans per line (Vision Mamba: image and mask per line)")->required();
   sub->add_option("-m,--method", o->methods, "Methods, comma-separated (or all)")->capture_default_str();
   sub->add_option("--top-k", o->top_k, "k of hit@k")->capture_default_str();
   sub->add_option("--skip-first", o->skip_first, "Never rank the first N tokens (a fixed prompt prefix)")
@@ -188,7 +195,7 @@ void register_eval(CLI::App& app, Globals& g) {
   sub->add_flag("--contrast", o->contrast,
                 "Explain logit(target) - logit(c), c the strongest other target of the data (why this label, not another)");
   sub->add_option("--limit", o->limit, "Use only the first N examples");
-  sub->add_option("--start-layer", o->start_layer, "First layer of the attention methods")->capture_default_str();
+  sub->add_option("--start-layer", o->start_layer, "First layer of the attention methods (default 0; images: 15/24 of the depth)");
   sub->add_option("--json", o->json, "Write the scores as JSON");
   sub->callback([o, &g] { run_evidence(*o, g); });
 
@@ -220,7 +227,7 @@ void register_eval(CLI::App& app, Globals& g) {
   fl->callback([f, &g] { run_flipping_cli(*f, g); });
 
   auto mg = std::make_shared<MergeCli>();
-  CLI::App* me = ev->add_subcommand("merge", "Merge flipping result shards and print the table");
+  CLI::App* me = ev->add_subcommand("merge", "Merge flipping, perturbation or segmentation result shards and print the table");
   me->add_option("inputs", mg->inputs, "Result JSONL files")->required();
   me->add_option("--markdown", mg->markdown, "Write the table as Markdown");
   me->add_option("--csv", mg->csv, "Write the table as CSV");

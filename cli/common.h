@@ -72,5 +72,13 @@ void register_attention(CLI::App& app, Globals& g);
 void register_explain(CLI::App& app, Globals& g);
 void register_eval(CLI::App& app, Globals& g);
 void register_eval_randomization(CLI::App& app, Globals& g);  // after register_eval
+void register_eval_vision(CLI::App& app, Globals& g);         // after register_eval: perturbation, segmentation
+
+// cmd_eval_vision.cpp: the image pointing game of `eval evidence` on a Vision Mamba, and the vision half of
+// `eval merge` (returns false when the inputs hold flipping records).
+void run_image_evidence(const Loaded& m, const std::string& model, const std::string& data, const std::string& methods,
+                        int64_t limit, int64_t start_layer, const std::string& json, const Globals& g);
+bool merge_vision(const std::vector<std::string>& inputs, const std::string& markdown, const std::string& csv,
+                  const std::string& json, const std::string& plot);
 
 }  // namespace ssmx::cli

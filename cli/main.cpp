@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   ssmx::cli::register_explain(app, g);
   ssmx::cli::register_eval(app, g);
   ssmx::cli::register_eval_randomization(app, g);
+  ssmx::cli::register_eval_vision(app, g);
 
   try {
     app.parse(argc, argv);

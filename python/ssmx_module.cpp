@@ -36,6 +36,9 @@
 namespace py = pybind11;
 using namespace ssmx;
 
+// The evaluation runners (eval_flipping, eval_perturbation, eval_segmentation), defined at the end of this file.
+void register_eval_bindings(py::module_& mod);
+
 namespace {
 
 // A float32 array that takes over `v` (no copy).
@@ -470,6 +473,7 @@ PYBIND11_MODULE(_ssmx, mod) {
   });
   mod.attr("__version__") = SSMX_VERSION;
   mod.def("blas_core", &blas_core_reason);
+  register_eval_bindings(mod);
 
   py::class_<Model, std::shared_ptr<Model>>(mod, "Model")
       .def_readonly("path", &Model::path)
@@ -549,4 +553,181 @@ PYBIND11_MODULE(_ssmx, mod) {
         for (const auto& e : r.rep.explanations) all.insert(all.end(), e.relevance.begin(), e.relevance.end());
         return M == 1 ? to_numpy(std::move(all), {int64_t(T)}) : to_numpy(std::move(all), {int64_t(M), int64_t(T)});
       });
+}
+
+// ---- the data set evaluations: the runners of `ssmx eval flipping | perturbation | segmentation` ----
+#include "eval/runner.h"
+#include "eval/text_data.h"
+#include "eval/vision_runner.h"
+
+namespace {
+
+py::array_t<double> to_numpy_f64(const std::vector<double>& v) {
+  py::array_t<double> a(py::ssize_t(v.size()));
+  std::copy(v.begin(), v.end(), a.mutable_data());
+  return a;
+}
+
+std::vector<Method> method_list(const std::vector<std::string>& methods) {
+  std::vector<Method> ms;
+  for (const std::string& s : methods)
+    for (Method me : parse_method_list(s)) ms.push_back(me);
+  if (ms.empty()) throw Error("method", "no method given");
+  return ms;
+}
+
+void shard_of(const std::pair<int64_t, int64_t>& shard, int64_t& si, int64_t& sn) {
+  si = shard.first, sn = shard.second;
+  if (sn < 1 || si < 0 || si >= sn) throw Error("shard", "expected (I, N) with 0 <= I < N");
+}
+
+py::dict py_eval_flipping(const Model& m, const std::string& data, const std::vector<std::string>& methods,
+                          const std::string& format, const std::string& text_field, const std::string& label_field,
+                          const std::string& labels, const std::string& tpl, const std::string& mask, int steps,
+                          int skip_first, int skip_last, bool abs, int64_t limit, uint64_t seed, int64_t start_layer,
+                          std::pair<int64_t, int64_t> shard, const std::string& out, bool resume) {
+  const CausalLM& mm = m.lm("eval_flipping");
+  if (!m.tok) throw Error(m.path, "no tokenizer.json next to the weights (the data is text)");
+  if (resume && out.empty()) throw Error("resume", "needs out=");
+  if (steps < 0) throw Error("steps", "must not be negative");
+  if (skip_first < 0 || skip_last < 0) throw Error("skip_first/skip_last", "must not be negative");
+  RunSpec spec;
+  parse_mask(mask, spec.flip);
+  spec.flip.steps = steps;
+  spec.flip.skip_first = skip_first, spec.flip.skip_last = skip_last;
+  spec.flip.abs = abs;
+  spec.methods = method_list(methods);
+  spec.base.start_layer = start_layer;
+  spec.base.seed = seed;
+  shard_of(shard, spec.shard, spec.shards);
+  spec.out = out;
+  spec.resume = resume;
+  TextFields tf;
+  tf.text = text_field;
+  tf.label = label_field;
+  std::vector<TextRecord> recs = read_text_data(data, parse_text_format(format, data), tf);
+  if (limit > 0 && int64_t(recs.size()) > limit) recs.resize(size_t(limit));
+  const auto lm = labels.empty() ? std::map<std::string, std::string>{} : parse_label_map(labels);
+  const std::vector<FlipExample> ex = prepare_examples(*m.tok, recs, data, tpl, lm, spec.flip.classes);
+  std::vector<FlipSummary> sum;
+  {
+    py::gil_scoped_release nogil;
+    const auto r = run_flipping(mm, ex, spec);
+    sum = summarize(out.empty() ? r : read_records({out}));
+  }
+  py::dict d;
+  for (const auto& s : sum) {
+    py::dict e;
+    e["examples"] = s.examples;
+    e["a_morf"] = s.a_morf, e["a_lerf"] = s.a_lerf, e["delta_af"] = s.delta_af, e["auac"] = s.auac;
+    e["a_ins_lerf"] = s.a_ins_lerf, e["delta_ai"] = s.delta_ai, e["au_mse"] = s.au_mse;
+    e["curve_x"] = to_numpy_f64(s.grid), e["curve_morf"] = to_numpy_f64(s.morf), e["curve_lerf"] = to_numpy_f64(s.lerf);
+    e["curve_activation"] = to_numpy_f64(s.act), e["curve_pruning"] = to_numpy_f64(s.prune);
+    d[py::str(s.method)] = e;
+  }
+  return d;
+}
+
+VisionData vision_data_of(const Model& m, const VimModel& vm, const std::string& data, const std::string& labels,
+                          int64_t limit) {
+  VisionData d = read_vision_data(data, labels, read_class_names(m.ck, vm.config().n_classes));
+  if (limit > 0 && int64_t(d.examples.size()) > limit) d.examples.resize(size_t(limit));
+  return d;
+}
+
+void vision_spec(VisionRunSpec& spec, const std::vector<std::string>& methods, uint64_t seed, int64_t start_layer,
+                 const std::string& compat, std::pair<int64_t, int64_t> shard, const std::string& out, bool resume) {
+  if (resume && out.empty()) throw Error("resume", "needs out=");
+  if (start_layer < -1) throw Error("start_layer", "must not be negative");
+  if (compat != "none" && compat != "official") throw Error("compat", "expected none or official, got '" + compat + "'");
+  spec.methods = method_list(methods);
+  spec.base.seed = seed;
+  spec.base.start_layer = start_layer;
+  spec.base.compat = compat;
+  shard_of(shard, spec.shard, spec.shards);
+  spec.out = out;
+  spec.resume = resume;
+}
+
+py::dict py_eval_perturbation(const Model& m, const std::string& data, const std::vector<std::string>& methods,
+                              const std::string& labels, const std::string& mode, const std::vector<double>& steps,
+                              bool include_zero, int64_t limit, uint64_t seed, int64_t start_layer,
+                              const std::string& compat, std::pair<int64_t, int64_t> shard, const std::string& out,
+                              bool resume, const std::string& transform) {
+  const VimModel& vm = m.vision("eval_perturbation");
+  if (mode != "positive" && mode != "negative" && mode != "both")
+    throw Error("mode", "expected positive, negative or both, got '" + mode + "'");
+  if (transform != "deit" && transform != "resize")
+    throw Error("transform", "expected deit or resize, got '" + transform + "'");
+  VisionRunSpec spec;
+  vision_spec(spec, methods, seed, start_layer, compat, shard, out, resume);
+  spec.positive = mode != "negative", spec.negative = mode != "positive";
+  spec.steps = steps;
+  spec.include_zero = include_zero;
+  spec.plain_resize = transform == "resize";
+  const VisionData d = vision_data_of(m, vm, data, labels, limit);
+  std::vector<PerturbationSummary> sum;
+  {
+    py::gil_scoped_release nogil;
+    const auto r = run_perturbation(vm, d, spec);
+    sum = summarize_perturbation(out.empty() ? r : read_vision_records({out}, "perturbation"));
+  }
+  py::dict res;
+  for (const auto& s : sum) {
+    py::dict e;
+    e["images"] = s.images;
+    e["fractions"] = to_numpy_f64(s.x);
+    if (s.has_positive) e["positive_accuracy"] = to_numpy_f64(s.positive_accuracy), e["positive_auc"] = s.positive_auc;
+    if (s.has_negative) e["negative_accuracy"] = to_numpy_f64(s.negative_accuracy), e["negative_auc"] = s.negative_auc;
+    res[py::str(s.method)] = e;
+  }
+  return res;
+}
+
+py::dict py_eval_segmentation(const Model& m, const std::string& data, const std::vector<std::string>& methods,
+                              bool compat_unnormalised_ap, int64_t limit, uint64_t seed, int64_t start_layer,
+                              const std::string& compat, std::pair<int64_t, int64_t> shard, const std::string& out,
+                              bool resume) {
+  const VimModel& vm = m.vision("eval_segmentation");
+  VisionRunSpec spec;
+  vision_spec(spec, methods, seed, start_layer, compat, shard, out, resume);
+  spec.compat_unnormalised_ap = compat_unnormalised_ap;
+  const VisionData d = vision_data_of(m, vm, data, "", limit);
+  std::vector<SegmentationSummary> sum;
+  {
+    py::gil_scoped_release nogil;
+    const auto r = run_segmentation(vm, d, spec);
+    sum = summarize_segmentation(out.empty() ? r : read_vision_records({out}, "segmentation"));
+  }
+  py::dict res;
+  for (const auto& s : sum) {
+    py::dict e;
+    e["images"] = s.r.images;
+    e["pixel_accuracy"] = s.r.pixel_accuracy, e["iou_bg"] = s.r.iou_bg, e["iou_fg"] = s.r.iou_fg;
+    e["miou"] = s.r.miou, e["map"] = s.r.map, e["mf1"] = s.r.mf1;
+    e["pointing"] = s.pointing, e["energy"] = s.energy, e["mask_fraction"] = s.mask_fraction;
+    res[py::str(s.method)] = e;
+  }
+  return res;
+}
+
+}  // namespace
+
+void register_eval_bindings(py::module_& mod) {
+  mod.def("eval_flipping", &py_eval_flipping, py::arg("model"), py::arg("data"), py::arg("methods"),
+          py::arg("format") = "", py::arg("text_field") = "", py::arg("label_field") = "label", py::arg("labels") = "",
+          py::arg("template") = "", py::arg("mask") = "zero", py::arg("steps") = 0, py::arg("skip_first") = 0,
+          py::arg("skip_last") = 0, py::arg("abs") = false, py::arg("limit") = 0, py::arg("seed") = 0,
+          py::arg("start_layer") = 0, py::arg("shard") = std::pair<int64_t, int64_t>(0, 1), py::arg("out") = "",
+          py::arg("resume") = false);
+  mod.def("eval_perturbation", &py_eval_perturbation, py::arg("model"), py::arg("data"), py::arg("methods"),
+          py::arg("labels") = "", py::arg("mode") = "both",
+          py::arg("steps") = std::vector<double>{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9},
+          py::arg("include_zero") = false, py::arg("limit") = 0, py::arg("seed") = 0, py::arg("start_layer") = -1,
+          py::arg("compat") = "none", py::arg("shard") = std::pair<int64_t, int64_t>(0, 1), py::arg("out") = "",
+          py::arg("resume") = false, py::arg("transform") = "deit");
+  mod.def("eval_segmentation", &py_eval_segmentation, py::arg("model"), py::arg("data"), py::arg("methods"),
+          py::arg("compat_unnormalised_ap") = false, py::arg("limit") = 0, py::arg("seed") = 0,
+          py::arg("start_layer") = -1, py::arg("compat") = "none", py::arg("shard") = std::pair<int64_t, int64_t>(0, 1),
+          py::arg("out") = "", py::arg("resume") = false);
 }

@@ -2,10 +2,15 @@
 # Regenerates docs/results/text_flipping_*: the text faithfulness suite (MoRF/LeRF token flipping, activation and
 # pruning tasks) of every text method on the bundled demo model and its 400 held-out reviews, with zero-embedding
 # masking and with token removal. The run is split into two shards and merged, as a cluster job array would do it.
-# Usage: scripts/run_text_eval.sh [LIMIT]   (default: all 400 examples)
+# Usage: scripts/run_text_eval.sh [--threads N] [LIMIT]   (default: all threads, all 400 examples)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SSMX="${SSMX:-build/ssmx}"
+GLOBAL=()
+if [ "${1:-}" = "--threads" ]; then
+  GLOBAL=(--threads "$2")
+  shift 2
+fi
 LIMIT="${1:-0}"
 MODEL=models/sentiment-mamba
 DATA=$MODEL/heldout.jsonl
@@ -18,7 +23,7 @@ mkdir -p "$OUT"
 # and the last 2 (" sentiment", ":") are never flipped.
 for MASK in zero remove; do
   for I in 0 1; do
-    "$SSMX" eval flipping "$MODEL" --data "$DATA" --method "$METHODS" --mask "$MASK" --skip-first 2 --skip-last 2 \
+    "$SSMX" "${GLOBAL[@]}" eval flipping "$MODEL" --data "$DATA" --method "$METHODS" --mask "$MASK" --skip-first 2 --skip-last 2 \
       --limit "$LIMIT" --shard "$I/2" --out "$WORK/$MASK.$I.jsonl" > /dev/null
   done
   "$SSMX" eval merge "$WORK/$MASK.0.jsonl" "$WORK/$MASK.1.jsonl" --markdown "$OUT/text_flipping_$MASK.md" \

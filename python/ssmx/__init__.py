@@ -189,6 +189,51 @@ class Model:
         return self._m.eval_randomization(_os.fspath(data), methods, limit=int(limit), seed=int(seed),
                                           start_layer=int(start_layer))
 
+    def eval_flipping(self, data, method="random,grad-input,mamba-lrp", *, format="", text_field="",
+                      label_field="label", labels="", template="", mask="zero", steps=0, skip_first=0, skip_last=0,
+                      abs=False, limit=0, seed=0, start_layer=0, shard=(0, 1), out=None, resume=False):
+        """Token flipping, activation and pruning (as `ssmx eval flipping`): {method: {'examples', 'a_morf', 'a_lerf',
+        'delta_af', 'auac', 'a_ins_lerf', 'delta_ai', 'au_mse', 'curve_x', 'curve_morf', 'curve_lerf',
+        'curve_activation', 'curve_pruning'}}, the curves as float64 NumPy arrays on x = 0, 0.05, ..., 1. With out=
+        the records are written (and resumed, resume=True) as the CLI's JSONL and the summary covers the whole file."""
+        methods = [method] if isinstance(method, str) else list(method)
+        return _ssmx.eval_flipping(self._m, _os.fspath(data), methods, format=format, text_field=text_field,
+                                   label_field=label_field, labels=labels, template=template, mask=mask,
+                                   steps=int(steps), skip_first=int(skip_first), skip_last=int(skip_last),
+                                   abs=bool(abs), limit=int(limit), seed=int(seed), start_layer=int(start_layer),
+                                   shard=tuple(shard), out="" if out is None else _os.fspath(out),
+                                   resume=bool(resume))
+
+    def eval_perturbation(self, data, method="random,grad-input,mamba-lrp", *, labels="", mode="both", steps=10,
+                          include_zero=False, limit=0, seed=0, start_layer=None, compat="none", shard=(0, 1), out=None,
+                          resume=False, transform="deit"):
+        """Positive/negative pixel perturbation of a Vision Mamba (as `ssmx eval perturbation`): {method: {'images',
+        'fractions', 'positive_accuracy', 'positive_auc', 'negative_accuracy', 'negative_auc'}}, accuracies in % as
+        float64 NumPy arrays. steps: a count S (fractions 1/S ... (S-1)/S) or a list of fractions."""
+        methods = [method] if isinstance(method, str) else list(method)
+        if isinstance(steps, int):
+            if steps < 2:
+                raise Error("steps: a count of steps must be at least 2")
+            steps = [i / steps for i in range(1, steps)]
+        return _ssmx.eval_perturbation(self._m, _os.fspath(data), methods, labels=_os.fspath(labels), mode=mode,
+                                       steps=[float(f) for f in steps], include_zero=bool(include_zero),
+                                       limit=int(limit), seed=int(seed),
+                                       start_layer=-1 if start_layer is None else int(start_layer), compat=compat,
+                                       shard=tuple(shard), out="" if out is None else _os.fspath(out),
+                                       resume=bool(resume), transform=transform)
+
+    def eval_segmentation(self, data, method="random,grad-input,mamba-lrp", *, compat_unnormalised_ap=False, limit=0,
+                          seed=0, start_layer=None, compat="none", shard=(0, 1), out=None, resume=False):
+        """Relevance maps against object masks (as `ssmx eval segmentation`): {method: {'images', 'pixel_accuracy',
+        'iou_bg', 'iou_fg', 'miou', 'map', 'mf1', 'pointing', 'energy', 'mask_fraction'}}, all in [0, 1]."""
+        methods = [method] if isinstance(method, str) else list(method)
+        return _ssmx.eval_segmentation(self._m, _os.fspath(data), methods,
+                                       compat_unnormalised_ap=bool(compat_unnormalised_ap), limit=int(limit),
+                                       seed=int(seed), start_layer=-1 if start_layer is None else int(start_layer),
+                                       compat=compat,
+                                       shard=tuple(shard), out="" if out is None else _os.fspath(out),
+                                       resume=bool(resume))
+
 
 class Attribution:
     """The result of Model.explain: tokens, relevance per method, the target and the conservation numbers."""

@@ -107,6 +107,14 @@ bool complete_record(const nlohmann::json& j) {
          j["method"].is_string() && j.contains("delta_af");
 }
 
+// A record that resume may count as done: a flipping record, or a vision record (eval/vision_runner.h).
+bool resumable_record(const nlohmann::json& j) {
+  if (complete_record(j)) return true;
+  return j.is_object() && j.contains("index") && j["index"].is_number_integer() && j.contains("method") &&
+         j["method"].is_string() && j.contains("kind") &&
+         (j["kind"] == "perturbation" || j["kind"] == "segmentation");
+}
+
 }  // namespace
 
 std::set<std::string> completed_records(const std::string& path) {
@@ -129,10 +137,10 @@ std::set<std::string> completed_records(const std::string& path) {
     const bool last = nl == std::string::npos;
     const std::string l = content.substr(p, last ? std::string::npos : nl - p);
     nlohmann::json j = nlohmann::json::parse(l, nullptr, false);
-    if (last || j.is_discarded() || !complete_record(j)) {
+    if (last || j.is_discarded() || !resumable_record(j)) {
       if (!last && content.find('\n', nl + 1) != std::string::npos)
         throw Error(path + ":" + std::to_string(line), "not a complete result record (only the last line may be cut off)");
-      if (last && !j.is_discarded() && complete_record(j)) {  // complete but without its newline
+      if (last && !j.is_discarded() && resumable_record(j)) {  // complete but without its newline
         done.insert(key_of(j));
         good_end = content.size();
         std::ofstream f(path, std::ios::app);
@@ -313,11 +321,13 @@ void line_px(Image& img, int x0, int y0, int x1, int y1, Rgb c) {
   }
 }
 
-void plot_one(const std::vector<FlipSummary>& s, const std::string& title, const std::string& ylabel,
-              std::vector<double> FlipSummary::*curve, const std::string& base) {
+}  // namespace
+
+void plot_series(const std::vector<PlotSeries>& s, const std::string& title, const std::string& xlabel,
+                 const std::string& ylabel, const std::string& base) {
   double lo = 1e300, hi = -1e300;
   for (const auto& r : s)
-    for (double v : r.*curve) lo = std::min(lo, v), hi = std::max(hi, v);
+    for (double v : r.y) lo = std::min(lo, v), hi = std::max(hi, v);
   if (!(hi > lo)) hi = lo + 1;
   const int W = 560, H = 360, L = 60, R = 150, Tp = 30, B = 40, pw = W - L - R, ph = H - Tp - B;
   auto px = [&](double x) { return L + int(std::lround(x * pw)); };
@@ -333,7 +343,7 @@ void plot_one(const std::vector<FlipSummary>& s, const std::string& title, const
   draw_text(img, 4, Tp + ph - 6, buf, {0, 0, 0});
   draw_text(img, L, Tp + ph + 8, "0", {0, 0, 0});
   draw_text(img, L + pw - 6, Tp + ph + 8, "1", {0, 0, 0});
-  draw_text(img, L + pw / 2 - 40, Tp + ph + 20, "fraction of tokens", {0, 0, 0});
+  draw_text(img, L + pw / 2 - 40, Tp + ph + 20, xlabel, {0, 0, 0});
   std::ostringstream svg;
   svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
       << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
@@ -345,27 +355,38 @@ void plot_one(const std::vector<FlipSummary>& s, const std::string& title, const
   svg << "<text x=\"4\" y=\"" << Tp + 10 << "\">" << buf << "</text>\n";
   std::snprintf(buf, sizeof buf, "%.3g", lo);
   svg << "<text x=\"4\" y=\"" << Tp + ph << "\">" << buf << "</text>\n"
-      << "<text x=\"" << L + pw / 2 - 50 << "\" y=\"" << H - 6 << "\">fraction of tokens</text>\n"
+      << "<text x=\"" << L + pw / 2 - 50 << "\" y=\"" << H - 6 << "\">" << xlabel << "</text>\n"
       << "<text x=\"12\" y=\"" << Tp + ph / 2 << "\" transform=\"rotate(-90 12 " << Tp + ph / 2 << ")\">" << ylabel << "</text>\n";
   for (size_t k = 0; k < s.size(); ++k) {
     const Rgb c = kColors[k % (sizeof kColors / sizeof kColors[0])];
-    const auto& y = s[k].*curve;
+    const auto& y = s[k].y;
+    const auto& x = s[k].x;
+    if (x.size() != y.size()) throw Error(base, "plot series " + s[k].name + " has unequal x and y");
     for (size_t i = 1; i < y.size(); ++i)
-      line_px(img, px(s[k].grid[i - 1]), py(y[i - 1]), px(s[k].grid[i]), py(y[i]), c);
+      line_px(img, px(x[i - 1]), py(y[i - 1]), px(x[i]), py(y[i]), c);
     img.fill_rect(L + pw + 10, Tp + 14 * int(k), 10, 8, c);
-    draw_text(img, L + pw + 24, Tp + 14 * int(k), s[k].method, {0, 0, 0});
+    draw_text(img, L + pw + 24, Tp + 14 * int(k), s[k].name, {0, 0, 0});
     char col[16];
     std::snprintf(col, sizeof col, "#%02x%02x%02x", c.r, c.g, c.b);
     svg << "<polyline fill=\"none\" stroke=\"" << col << "\" stroke-width=\"2\" points=\"";
-    for (size_t i = 0; i < y.size(); ++i) svg << px(s[k].grid[i]) << "," << py(y[i]) << (i + 1 < y.size() ? " " : "");
+    for (size_t i = 0; i < y.size(); ++i) svg << px(x[i]) << "," << py(y[i]) << (i + 1 < y.size() ? " " : "");
     svg << "\"/>\n<rect x=\"" << L + pw + 10 << "\" y=\"" << Tp + 14 * int(k) << "\" width=\"10\" height=\"8\" fill=\"" << col
-        << "\"/><text x=\"" << L + pw + 24 << "\" y=\"" << Tp + 14 * int(k) + 8 << "\">" << s[k].method << "</text>\n";
+        << "\"/><text x=\"" << L + pw + 24 << "\" y=\"" << Tp + 14 * int(k) + 8 << "\">" << s[k].name << "</text>\n";
   }
   svg << "</svg>\n";
   write_png(base + ".png", img);
   std::ofstream f(base + ".svg");
   f << svg.str();
   if (!f) throw Error(base + ".svg", "cannot write");
+}
+
+namespace {
+
+void plot_one(const std::vector<FlipSummary>& s, const std::string& title, const std::string& ylabel,
+              std::vector<double> FlipSummary::*curve, const std::string& base) {
+  std::vector<PlotSeries> ps;
+  for (const auto& r : s) ps.push_back({r.method, r.grid, r.*curve});
+  plot_series(ps, title, "fraction of tokens", ylabel, base);
 }
 
 }  // namespace

@@ -75,4 +75,13 @@ nlohmann::json summary_json(const std::vector<FlipSummary>& s);
 // Mean MoRF/LeRF/activation/pruning curves of every method: DIR/flipping_{morf,lerf,activation,pruning}.{png,svg}.
 void plot_curves(const std::vector<FlipSummary>& s, const std::string& dir);
 
+// A line plot of named series (x in [0, 1]) as BASE.png and BASE.svg; the plot of plot_curves and of the vision
+// evaluations (eval/vision_runner.h).
+struct PlotSeries {
+  std::string name;
+  std::vector<double> x, y;
+};
+void plot_series(const std::vector<PlotSeries>& s, const std::string& title, const std::string& xlabel,
+                 const std::string& ylabel, const std::string& base);
+
 }  // namespace ssmx
