@@ -18,6 +18,7 @@ PACKAGES=(
   libcli11-dev             # the command line
   libstb-dev               # PNG output (stb_image_write) and label text (stb_easy_font)
   libgtest-dev             # tests
+  libsentencepiece-dev     # RecurrentGemma's tokenizer.model (src/io/sentencepiece.cpp)
   libhdf5-dev              # ImageNet-Segmentation's gtsegs_ijcv.mat (MATLAB v7.3 = HDF5), src/io/imagenet.cpp
   libbenchmark-dev         # bench/
   pybind11-dev python3-dev # the Python module (build/python/ssmx)

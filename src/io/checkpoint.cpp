@@ -164,6 +164,7 @@ Checkpoint open_checkpoint(const std::string& path) {
       if (!ck.config.is_object()) throw Error(ck.config_path, "config is not a JSON object");
     }
     if (fs::exists(d / "tokenizer.json")) ck.tokenizer_path = (d / "tokenizer.json").string();
+    else if (fs::exists(d / "tokenizer.model")) ck.tokenizer_path = (d / "tokenizer.model").string();
     if (fs::exists(d / "model.safetensors")) {
       ck.layout = "safetensors";
       load_file(ck, (d / "model.safetensors").string());
@@ -199,6 +200,7 @@ Checkpoint open_checkpoint(const std::string& path) {
       if (!ck.config.is_object()) throw Error(ck.config_path, "config is not a JSON object");
     }
     if (fs::exists(d / "tokenizer.json")) ck.tokenizer_path = (d / "tokenizer.json").string();
+    else if (fs::exists(d / "tokenizer.model")) ck.tokenizer_path = (d / "tokenizer.model").string();
     const std::string ext = fs::path(path).extension().string();
     if (fs::path(path).filename().string().size() > 11 && ext == ".json") {
       ck.layout = "sharded";

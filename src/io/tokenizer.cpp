@@ -5,6 +5,7 @@
 // came from); normalizers; added-token matching; pre-tokenizers; the BPE model; post-processors; decoders; the JSON
 // loader; and the public Tokenizer methods.
 #include "io/tokenizer.h"
+#include "io/sentencepiece.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -1225,6 +1227,7 @@ struct Decoder {
 
 struct Tokenizer::Impl {
   std::string name;
+  std::shared_ptr<const SpmModel> spm;  // a SentencePiece tokenizer.model: everything below is unused
   std::vector<AddedToken> added;
   std::unordered_map<int32_t, size_t> added_by_id;        // id -> index in `added` (the last with that id)
   std::unordered_map<std::string, int32_t> added_by_content;
@@ -1819,6 +1822,25 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
+  if (path.size() > 6 && path.compare(path.size() - 6, 6, ".model") == 0) {
+    // SentencePiece; add_bos_token from tokenizer_config.json next to it (transformers' Gemma tokenizer default).
+    bool add_bos = false;
+    const std::filesystem::path cfg = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
+    if (std::filesystem::exists(cfg)) {
+      std::ifstream cf(cfg);
+      const json c = json::parse(cf, nullptr, false);
+      if (c.is_discarded() || !c.is_object()) throw Error(cfg.string(), "not a JSON object");
+      if (c.contains("add_bos_token")) {
+        if (!c["add_bos_token"].is_boolean()) throw Error(cfg.string(), "add_bos_token is not true or false");
+        add_bos = c["add_bos_token"].get<bool>();
+      }
+    }
+    auto impl = std::make_shared<Impl>();
+    impl->name = path;
+    impl->spm = spm_load(path, add_bos);
+    impl->max_id = int64_t(spm_vocab_size(*impl->spm)) - 1;
+    return Tokenizer(std::move(impl));
+  }
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
   f.seekg(0, std::ios::end);
@@ -1831,11 +1853,15 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   return from_json_text(text, path);
 }
 
-Encoding Tokenizer::encode(std::string_view text) const { return impl_->encode(text); }
+Encoding Tokenizer::encode(std::string_view text) const {
+  if (impl_->spm) return spm_encode(*impl_->spm, text);
+  return impl_->encode(text);
+}
 
-std::vector<int32_t> Tokenizer::encode_ids(std::string_view text) const { return impl_->encode(text).ids; }
+std::vector<int32_t> Tokenizer::encode_ids(std::string_view text) const { return encode(text).ids; }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  if (impl_->spm) return spm_decode(*impl_->spm, ids, skip_special);
   std::vector<std::string> toks;
   toks.reserve(ids.size());
   for (int32_t id : ids) {
@@ -1859,18 +1885,20 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 }
 
 std::string Tokenizer::id_to_token(int32_t id) const {
-  if (const std::string* t = impl_->token_ptr(id)) return *t;
+  if (const std::string* t = impl_->spm ? spm_piece(*impl_->spm, id) : impl_->token_ptr(id)) return *t;
   if (id < 0 || static_cast<size_t>(id) >= vocab_size())
     throw Error(impl_->name, "token id " + std::to_string(id) + " is out of range (vocabulary size " + std::to_string(vocab_size()) + ")");
   throw Error(impl_->name, "token id " + std::to_string(id) + " names no token");
 }
 
 std::string Tokenizer::token_text(int32_t id) const {
+  if (impl_->spm) return spm_token_text(*impl_->spm, id);
   if (!impl_->token_ptr(id)) return {};
   return decode({id}, false);
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(const std::string& tok) const {
+  if (impl_->spm) return spm_piece_id(*impl_->spm, tok);
   if (const auto it = impl_->added_by_content.find(tok); it != impl_->added_by_content.end()) return it->second;
   if (const auto it = impl_->model.vocab.find(tok); it != impl_->model.vocab.end()) return it->second;
   return std::nullopt;
@@ -1878,9 +1906,13 @@ std::optional<int32_t> Tokenizer::token_to_id(const std::string& tok) const {
 
 size_t Tokenizer::vocab_size() const { return static_cast<size_t>(impl_->max_id + 1); }
 
-bool Tokenizer::is_special(int32_t id) const { return impl_->special_ids.count(id) != 0; }
+bool Tokenizer::is_special(int32_t id) const {
+  if (impl_->spm) return spm_is_special(*impl_->spm, id);
+  return impl_->special_ids.count(id) != 0;
+}
 
 std::string Tokenizer::summary() const {
+  if (impl_->spm) return spm_summary(*impl_->spm);
   return "BPE, " + std::to_string(vocab_size()) + " tokens, " + std::to_string(impl_->model.merge_count) +
          " merges, pre-tokenizer " + impl_->pretok_desc;
 }
