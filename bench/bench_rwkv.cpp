@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "attribution/explain.h"
 #include "attribution/rwkv_attention.h"
 #include "bench_common.h"
 #include "core/runtime.h"
@@ -63,6 +64,20 @@ void bm_attention_mean(benchmark::State& st) {
   }
 }
 
+// ssmx explain --method grad-input at the last position: one forward + the gradient engine's forward and backward.
+void bm_explain_grad_input(benchmark::State& st) {
+  const int64_t T = st.range(0);
+  const auto ids = make_ids(T);
+  ExplainOptions o;
+  o.method = Method::GradInput;
+  for (auto _ : st) {
+    const double t0 = now_s();
+    Explanation ex = explain(*g.model, nullptr, ids, o);
+    benchmark::DoNotOptimize(ex.relevance.data());
+    record("explain_grad_input_T" + std::to_string(T), now_s() - t0);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,6 +95,7 @@ int main(int argc, char** argv) {
     const int64_t T = std::stoll(s);
     benchmark::RegisterBenchmark(("rwkv_forward/T=" + s).c_str(), bm_forward)->Arg(T)->Unit(benchmark::kMillisecond)->UseRealTime();
     benchmark::RegisterBenchmark(("rwkv_attention_mean/T=" + s).c_str(), bm_attention_mean)->Arg(T)->Unit(benchmark::kMillisecond)->UseRealTime();
+    benchmark::RegisterBenchmark(("rwkv_explain_grad_input/T=" + s).c_str(), bm_explain_grad_input)->Arg(T)->Unit(benchmark::kMillisecond)->UseRealTime();
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

@@ -11,7 +11,9 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/runtime.h"
+#include "attribution/rwkv_attention.h"
 #include "models/mamba.h"
+#include "models/rwkv.h"
 #include "progress.h"
 #include "render/image.h"
 
@@ -86,6 +88,154 @@ std::string gib(double bytes) {
   return b;
 }
 
+// RWKV-4: each block's time-mix WKV operator (attribution/rwkv_attention.h). --kind s6 = alpha_WKV (rows sum to 1),
+// unified = diag(r)·alpha_WKV. The channel-mix block has no attention matrix (it mixes t and t−1 only).
+void run_rwkv_attention(const AttnOpts& o, const Globals& g, Loaded& m, const RwkvModel& rw) {
+  if (o.kind != "s6" && o.kind != "unified")
+    throw Error("--kind", "'" + o.kind + "' is not defined for RWKV: s6 (alpha_WKV) or unified (diag(r)·alpha_WKV)");
+  if (o.compat != "none") throw Error("--compat", o.compat + " reproduces published Mamba code; RWKV has only --compat none");
+  if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
+  if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
+  if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
+  if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+  const bool gate = o.kind == "unified";
+  const AttnKind kind = gate ? AttnKind::Unified : AttnKind::S6;
+  const bool reduce = o.reduce != "none";
+  RwkvReduce red = RwkvReduce::Mean;
+  if (o.reduce == "absmean") red = RwkvReduce::AbsMean;
+  else if (o.reduce == "max") red = RwkvReduce::Max;
+  else if (reduce && o.reduce != "mean") throw Error("--reduce", "unknown reduction '" + o.reduce + "' (none, mean, absmean or max)");
+  const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
+  const RwkvConfig& rc = rw.config();
+  const int64_t T = int64_t(ids.size()), A = rc.att;
+  const std::vector<int64_t> layers = parse_layers(o.layers, rc.n_layer);
+  const auto [c0, c1] = parse_channels(o.channels, A);
+  const int64_t nc = c1 - c0;
+  int64_t qrow = -1;
+  if (o.row_set) {
+    qrow = o.row < 0 ? T + o.row : o.row;
+    if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o.row) + " is outside the " + std::to_string(T) + " tokens");
+  }
+  const double out_bytes = o.row_set ? (reduce ? double(T) : double(nc) * T) * 4.0 : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
+  const double need = out_bytes + 16.0 * double(T) * double(A) * 4.0 + double(m.ck.total_bytes());
+  const double limit = o.max_memory_gb > 0 ? o.max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
+  if (need > limit)
+    throw Error("attention", "this request needs about " + gib(need) + " but " + gib(limit) +
+                                 " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
+  fs::create_directories(o.out);
+  std::vector<std::string> tokens;
+  for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
+  const bool labels = T <= 48;
+  nlohmann::ordered_json index;
+  index["model"] = o.model;
+  index["family"] = m.info().family;
+  index["ids"] = ids;
+  index["tokens"] = tokens;
+  index["kind"] = attn_kind_name(kind);
+  index["operator"] = gate ? "diag(r)·alpha_WKV (time-mix)" : "alpha_WKV (time-mix, rows normalised by the WKV denominator)";
+  index["mode"] = o.row_set ? "row" : "full";
+  index["row"] = o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
+  index["reduce"] = o.reduce;
+  index["channels"] = {c0, c1};
+  index["compat"] = o.compat;
+  index["files"] = nlohmann::ordered_json::array();
+  std::vector<Image> overview;
+  const std::set<int64_t> want(layers.begin(), layers.end());
+  Progress prog("attention", int64_t(layers.size()), g.verbose);
+  ForwardOptions fo;
+  fo.all_logits = false;
+  fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
+    if (!want.count(l)) return;
+    const RwkvAttnInput in = rwkv_attn_input(rw, l, acts, gate);
+    Tensor res;
+    auto reduce_rows = [&](const float* rows, int64_t n_rows) {  // (nc, n_rows) of channel rows → (n_rows)
+      Tensor out({n_rows});
+      for (int64_t j = 0; j < n_rows; ++j) {
+        double s = 0, mx = -1e300;
+        for (int64_t c = 0; c < nc; ++c) {
+          const double v = rows[c * n_rows + j];
+          s += red == RwkvReduce::AbsMean ? std::fabs(v) : v;
+          mx = std::max(mx, v);
+        }
+        out.ptr()[j] = float(red == RwkvReduce::Max ? mx : s / double(nc));
+      }
+      return out;
+    };
+    if (o.row_set) {
+      const Tensor all = rwkv_attention_row(in, qrow);  // (A, T)
+      Tensor part({nc, T});
+      std::copy(all.ptr() + c0 * T, all.ptr() + c1 * T, part.ptr());
+      res = reduce ? reduce_rows(part.ptr(), T) : part;
+    } else if (reduce && c0 == 0 && c1 == A) {
+      res = rwkv_attention_reduced(in, red);
+    } else {
+      std::vector<int64_t> chans;
+      for (int64_t c = c0; c < c1; ++c) chans.push_back(c);
+      res = rwkv_attention_channels(in, chans);  // (nc, T, T)
+      if (reduce) {
+        Tensor r2 = reduce_rows(res.ptr(), T * T);
+        r2.shape = {T, T};
+        res = r2;
+      }
+    }
+    char base[96];
+    std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
+                  o.row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o.reduce.c_str() : "");
+    const std::string npy = std::string(base) + ".npy";
+    write_npy_atomic((fs::path(o.out) / npy).string(), res.ptr(), res.shape);
+    nlohmann::ordered_json entry = {{"file", npy},
+                                    {"layer", l},
+                                    {"kind", attn_kind_name(kind)},
+                                    {"channels", {c0, c1}},
+                                    {"mode", o.row_set ? "row" : "full"},
+                                    {"row", o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
+                                    {"reduce", o.reduce},
+                                    {"compat", o.compat},
+                                    {"shape", res.shape},
+                                    {"dtype", "float32"}};
+    if (!o.no_png) {
+      HeatmapStyle st;
+      st.log_scale = o.log_scale;
+      st.absolute = true;
+      Image pic;
+      if (!o.row_set && !reduce) {
+        std::vector<Image> tiles;
+        for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
+          st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
+          if (labels) st.row_labels = st.col_labels = tokens;
+          st.cell = 0;
+          tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
+        }
+        pic = image_grid(tiles, 4);
+      } else {
+        const int64_t rows = o.row_set ? (reduce ? 1 : nc) : T;
+        st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o.reduce : "");
+        if (labels) {
+          st.col_labels = tokens;
+          if (!o.row_set) st.row_labels = tokens;
+        }
+        if (o.row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
+        pic = render_heatmap(res.ptr(), rows, T, st);
+        overview.push_back(pic);
+      }
+      const std::string png = std::string(base) + ".png";
+      write_png((fs::path(o.out) / png).string(), pic);
+      entry["png"] = png;
+    }
+    index["files"].push_back(entry);
+    prog.step();
+  };
+  rw.forward(ids, fo);
+  prog.done();
+  if (overview.size() > 1) {
+    write_png((fs::path(o.out) / "overview.png").string(), image_grid(overview, 4));
+    index["overview"] = "overview.png";
+  }
+  std::ofstream(fs::path(o.out) / "index.json") << index.dump(2) << "\n";
+  std::printf("wrote %zu layer%s of %s attention (%s) to %s\n", layers.size(), layers.size() == 1 ? "" : "s",
+              attn_kind_name(kind), o.row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o.out.c_str());
+}
+
 }  // namespace
 
 void register_attention(CLI::App& app, Globals& g) {
@@ -121,6 +271,7 @@ void register_attention(CLI::App& app, Globals& g) {
     const bool reduce = o->reduce != "none";
     const AttnReduce red = reduce ? parse_attn_reduce(o->reduce) : AttnReduce::Mean;
     Loaded m = load_model(o->model);
+    if (const auto* rw = dynamic_cast<const RwkvModel*>(m.model.get())) return run_rwkv_attention(*o, g, m, *rw);
     const bool vim = bool(m.vim);
     const AttnCompat compat = vim ? AttnCompat::None : parse_attn_compat(o->compat);
     const BidirCompat bcompat = vim ? parse_bidir_compat(o->compat) : BidirCompat::None;
@@ -134,7 +285,7 @@ void register_attention(CLI::App& app, Globals& g) {
     const MambaModel* mamba = vim ? nullptr : dynamic_cast<const MambaModel*>(m.model.get());
     if (!vim && !mamba && m.model->info().family == "mamba2")
       throw Error(o->model, "attention for mamba2: not yet in the CLI (the library has it: attribution/mamba2_attention.h)");
-    if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba and vim models");
+    if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba, rwkv and vim models");
     std::vector<int32_t> ids;
     LoadedImage image;
     int64_t T = 0, E = 0, n_layer = 0, d_state = 0;

@@ -214,13 +214,34 @@ std::unique_ptr<RwkvModel> RwkvModel::load(const Checkpoint& ck) {
   return m;
 }
 
-ForwardResult RwkvModel::forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const {
-  const RwkvConfig& cfg = cfg_;
-  const int64_t T = int64_t(ids.size()), H = cfg.hidden, A = cfg.att, I = cfg.ffn, V = cfg.vocab;
-  if (T == 0) throw Error("input", "no tokens to run");
-  for (int32_t id : ids)
+Tensor RwkvModel::embed(const std::vector<int32_t>& ids) const {
+  const int64_t T = int64_t(ids.size()), H = cfg_.hidden, V = cfg_.vocab;
+  Tensor e({T, H});
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = ids[size_t(t)];
     if (id < 0 || id >= V)
       throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(V));
+    std::memcpy(e.ptr() + t * H, embed_.p + id * H, size_t(H) * 4);
+  }
+  return e;
+}
+
+ForwardResult RwkvModel::forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const {
+  if (ids.empty()) throw Error("input", "no tokens to run");
+  const Tensor e = embed(ids);
+  return forward_impl(e.ptr(), int64_t(ids.size()), opt);
+}
+
+ForwardResult RwkvModel::forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const {
+  if (embeds.shape.size() != 2 || embeds.shape[1] != cfg_.hidden || embeds.shape[0] == 0)
+    throw Error("input", "embeddings of shape " + shape_str(embeds.shape) + ", expected (T, " +
+                             std::to_string(cfg_.hidden) + ") with T > 0");
+  return forward_impl(embeds.ptr(), embeds.shape[0], opt);
+}
+
+ForwardResult RwkvModel::forward_impl(const float* embeds, int64_t T, const ForwardOptions& opt) const {
+  const RwkvConfig& cfg = cfg_;
+  const int64_t H = cfg.hidden, A = cfg.att, I = cfg.ffn, V = cfg.vocab;
 
   ForwardResult res;
   const bool capture = opt.keep_activations || bool(opt.layer_hook);
@@ -239,8 +260,7 @@ ForwardResult RwkvModel::forward(const std::vector<int32_t>& ids, const ForwardO
 
   std::vector<float> h(size_t(T * H)), n(size_t(T * H)), mixed(size_t(T * H)), out(size_t(T * H)), fr(size_t(T * H));
   std::vector<float> k(size_t(T * A)), v(size_t(T * A)), r(size_t(T * A)), wkv(size_t(T * A)), fk(size_t(T * I));
-  for (int64_t t = 0; t < T; ++t) std::memcpy(n.data() + t * H, embed_.p + int64_t(ids[t]) * H, size_t(H) * 4);
-  layer_norm(h.data(), n.data(), pre_ln_w_.p, pre_ln_b_.p, T, H, cfg.norm_eps);
+  layer_norm(h.data(), embeds, pre_ln_w_.p, pre_ln_b_.p, T, H, cfg.norm_eps);
   keep("pre_ln", H, h.data());
 
   for (int64_t i = 0; i < cfg.n_layer; ++i) {

@@ -64,11 +64,24 @@ class RwkvModel : public CausalLM {
   const ModelInfo& info() const override { return info_; }
   int64_t vocab_size() const override { return cfg_.vocab; }
   ForwardResult forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const override;
+  // The input embeddings are the embedding rows E[ids] before LN_pre (block 0's pre_ln belongs to the network), so
+  // forward_embeds(embed(ids)) equals forward(ids) bitwise.
+  int64_t d_model() const override { return cfg_.hidden; }
+  Tensor embed(const std::vector<int32_t>& ids) const override;
+  ForwardResult forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const override;
+
+  const Param& embedding() const { return embed_; }
+  const Param& pre_ln_w() const { return pre_ln_w_; }
+  const Param& pre_ln_b() const { return pre_ln_b_; }
+  const Param& ln_out_w() const { return ln_out_w_; }
+  const Param& ln_out_b() const { return ln_out_b_; }
+  const Param& lm_head() const { return head_; }
 
   const RwkvConfig& config() const { return cfg_; }
   const RwkvLayer& layer(int64_t i) const { return layers_[size_t(i)]; }
 
  private:
+  ForwardResult forward_impl(const float* embeds, int64_t T, const ForwardOptions& opt) const;
   RwkvConfig cfg_;
   ModelInfo info_;
   Param embed_, pre_ln_w_, pre_ln_b_, ln_out_w_, ln_out_b_, head_;
