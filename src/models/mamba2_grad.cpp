@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "ops/backward.h"
+#include "ops/linear.h"
 
 namespace ssmx {
 
@@ -22,6 +25,10 @@ Real sigm(Real v) { return Real(1) / (Real(1) + std::exp(-v)); }
 // out (T, O) = in (T, I) · W(O, I)ᵀ (+ b)
 template <typename Real>
 void lin(Real* out, const Real* in, const float* W, const float* b, int64_t T, int64_t I, int64_t O) {
+  if constexpr (std::is_same_v<Real, float>) {  // the f32 engine: OpenBLAS
+    linear_forward(out, in, W, b, T, I, O);
+    return;
+  }
   parallel_for(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t o = 0; o < O; ++o) {
@@ -36,6 +43,10 @@ void lin(Real* out, const Real* in, const float* W, const float* b, int64_t T, i
 // dx (T, I) = dy (T, O) · W(O, I)
 template <typename Real>
 void lin_back(Real* dx, const Real* dy, const float* W, int64_t T, int64_t I, int64_t O) {
+  if constexpr (std::is_same_v<Real, float>) {
+    linear_backward<float>(dx, dy, W, T, I, O, O, I, false);
+    return;
+  }
   parallel_for(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       Real* d = dx + t * I;

@@ -1,7 +1,8 @@
 // ssmx/models/mamba2_grad.h — gradients of a Mamba-2 target with respect to the input embeddings, plain or with
 // LRP rules (docs/methods.md, "Mamba-2"). Same request/result types as Mamba (models/mamba_grad.h).
 //
-// f = seed · norm_f[position]. The backward pass is written plainly (loops over the cached forward values); the
+// f = seed · norm_f[position]. The backward pass is written plainly (loops over the cached forward values; the f32 engine's projections go
+// through OpenBLAS, the double engine's are loops); the
 // engine recomputes its own forward pass in the precision of Real, so the double version is an independent reference
 // for finite differences and conservation.
 //
