@@ -29,33 +29,41 @@ struct Mamba2LayerAttention : LayerAttention {
   int64_t layer = 0;
   Mamba2AttnInputs in;
   const Tensor *z = nullptr, *conv = nullptr;  // (T, Di), (T, CD)
+  std::vector<float> s, gate;                  // (T, Di): silu(conv)/conv = σ(conv) of the x channels, silu(z)
+
+  void prepare() {
+    const Mamba2Config& c = m->config();
+    const int64_t T = in.T, Di = c.d_inner, CD = c.conv_dim();
+    s.resize(size_t(T * Di)), gate.resize(size_t(T * Di));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t ch = 0; ch < Di; ++ch) {
+        const float cv = conv->ptr()[t * CD + ch], zz = z->ptr()[t * Di + ch];
+        s[size_t(t * Di + ch)] = 1.0f / (1.0f + std::exp(-cv));
+        gate[size_t(t * Di + ch)] = zz / (1.0f + std::exp(-zz));
+      }
+  }
 
   int64_t channels() const override { return m->config().d_inner; }
 
   // Per-channel unified row i: out (Di, T).
   void unified_row(float* out, int64_t i, std::vector<float>& heads) const {
     const Mamba2Config& c = m->config();
-    const int64_t T = in.T, H = c.n_heads, P = c.head_dim, Di = c.d_inner, K = c.d_conv, CD = c.conv_dim();
+    const int64_t T = in.T, H = c.n_heads, P = c.head_dim, Di = c.d_inner, K = c.d_conv;
     heads.resize(size_t(H * T));
     mamba2_attention_row(heads.data(), in, i);
     const Mamba2Layer& ly = m->layer(layer);
     std::vector<float> a(static_cast<size_t>(T));
     for (int64_t ch = 0; ch < Di; ++ch) {
       const float* al = heads.data() + (ch / P) * T;
-      const float zz = z->ptr()[i * Di + ch];
-      const float gate = zz / (1.0f + std::exp(-zz));
-      for (int64_t j = 0; j <= i; ++j) {
-        const float cv = conv->ptr()[j * CD + ch];
-        const float s = 1.0f / (1.0f + std::exp(-cv));  // silu(cv)/cv
-        a[size_t(j)] = al[j] * s;
-      }
+      const float g = gate[size_t(i * Di + ch)];
+      for (int64_t j = 0; j <= i; ++j) a[size_t(j)] = al[j] * s[size_t(j * Di + ch)];
       float* o = out + ch * T;
       std::fill(o, o + T, 0.0f);
       const float* w = ly.conv_w.p + ch * K;
       for (int64_t jp = 0; jp <= i; ++jp) {
         double acc = 0;
         for (int64_t d = 0; d < K && jp + d <= i; ++d) acc += double(a[size_t(jp + d)]) * w[K - 1 - d];
-        o[jp] = float(gate * acc);
+        o[jp] = float(g * acc);
       }
     }
   }
@@ -147,6 +155,7 @@ struct Mamba2Backend : Backend {
       const std::string p = "layers." + std::to_string(layer) + ".";
       la.z = &acts.at(p + "z");
       la.conv = &acts.at(p + "conv");
+      la.prepare();
       f(layer, la);
     };
     m.forward(ids, fo);
@@ -175,6 +184,7 @@ std::unique_ptr<LayerAttention> mamba2_layer_attention(const Mamba2Model& m, int
   const std::string p = "layers." + std::to_string(layer) + ".";
   la->z = &acts.at(p + "z");
   la->conv = &acts.at(p + "conv");
+  la->prepare();
   return la;
 }
 
