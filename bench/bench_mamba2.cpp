@@ -3,7 +3,8 @@
 // reference's time on the same shape (scripts/bench_mamba2_reference.py) next to it.
 //
 //   build/bench_mamba2 [--reference=bench/results/reference_mamba2.json] [--json=bench/results/mamba2.json]
-//                      [--layers=24] [--seqlens=512,2048] [--threads=N]
+//                      [--layers=24] [--seqlens=512,2048] [--threads=N] [--explain=0]
+// Also times `explain --method grad-input` (the gradient engine) at the same lengths unless --explain=0.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -17,6 +18,7 @@
 #include "core/runtime.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "attribution/explain.h"
 #include "models/model.h"
 
 using namespace ssmx;
@@ -30,6 +32,8 @@ struct State {
   std::unique_ptr<CausalLM> model;
   int layers = 24;
   std::map<int64_t, double> best;
+  std::map<int64_t, double> best_explain;  // explain grad-input (gradient engine), by T
+  bool explain = true;
 } g;
 
 void write_random_mamba2(const std::string& dir, int layers) {
@@ -81,6 +85,23 @@ void bm_forward(benchmark::State& st) {
   }
 }
 
+// ssmx explain --method grad-input: target resolution (one forward) and one gradient (models/mamba2_grad.h).
+void bm_explain(benchmark::State& st) {
+  const int64_t T = st.range(0);
+  std::vector<int32_t> ids(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % kV);
+  ExplainOptions o;
+  o.method = Method::GradInput;
+  for (auto _ : st) {
+    const double t0 = bench::now_s();
+    const Explanation ex = ssmx::explain(*g.model, nullptr, ids, o);
+    const double dt = bench::now_s() - t0;
+    benchmark::DoNotOptimize(ex.relevance.data());
+    auto it = g.best_explain.find(T);
+    if (it == g.best_explain.end() || dt < it->second) g.best_explain[T] = dt;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,6 +111,7 @@ int main(int argc, char** argv) {
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   g.layers = std::stoi(bench::take_flag(argc, argv, "layers", "24"));
   const std::string seqlens = bench::take_flag(argc, argv, "seqlens", "512,2048");
+  g.explain = bench::take_flag(argc, argv, "explain", "1") != "0";  // --explain=0 skips the explain timing
   set_num_threads(std::stoi(bench::take_flag(argc, argv, "threads", "0")));
   const std::string dir = (std::filesystem::temp_directory_path() / "ssmx-bench-mamba2-130m").string();
   std::fprintf(stderr, "bench: writing a random %d-layer mamba2-130m-shaped model to %s\n", g.layers, dir.c_str());
@@ -103,6 +125,10 @@ int main(int argc, char** argv) {
   for (int64_t T : Ts)
     benchmark::RegisterBenchmark(("forward_mamba2_130m/T=" + std::to_string(T)).c_str(), bm_forward)
         ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+  if (g.explain)
+    for (int64_t T : Ts)
+      benchmark::RegisterBenchmark(("explain_grad_input_mamba2_130m/T=" + std::to_string(T)).c_str(), bm_explain)
+          ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
 
@@ -121,6 +147,13 @@ int main(int argc, char** argv) {
                 it != ref.end() ? (std::to_string(it->second / t) + "x").c_str() : "n/a");
     out["results"].push_back({{"T", T}, {"ssmx_s", t},
                               {"pytorch_s", it != ref.end() ? nlohmann::ordered_json(it->second) : nlohmann::ordered_json(nullptr)}});
+  }
+  if (g.explain) {
+    std::printf("\nexplain --method grad-input (forward + gradient engine), same shape\n%6s  %10s\n", "T", "ssmx (s)");
+    for (int64_t T : Ts) {
+      std::printf("%6lld  %10.3f\n", (long long)T, g.best_explain[T]);
+      out["explain_grad_input"].push_back({{"T", T}, {"ssmx_s", g.best_explain[T]}});
+    }
   }
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   std::error_code ec;

@@ -2,8 +2,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <set>
 
+#include "attribution/backend.h"
 #include "attribution/hidden_attention.h"
 #include "attribution/bidirectional.h"
 #include "attribution/mamba_trace.h"
@@ -13,6 +15,7 @@
 #include "core/runtime.h"
 #include "attribution/rwkv_attention.h"
 #include "models/mamba.h"
+#include "models/mamba2.h"
 #include "models/rwkv.h"
 #include "progress.h"
 #include "render/image.h"
@@ -86,6 +89,148 @@ std::string gib(double bytes) {
   else if (bytes >= double(1 << 20)) std::snprintf(b, sizeof b, "%.1f MiB", bytes / double(1 << 20));
   else std::snprintf(b, sizeof b, "%.0f KiB", bytes / 1024.0);
   return b;
+}
+
+// Mamba-2: per-channel rows of the layer's implicit attention (attribution/backend.h, mamba2_layer_attention), the
+// same files as for Mamba. Channels are the Di inner channels (all P channels of a head share its S6 matrix).
+void run_attention_mamba2(const AttnOpts& o, const Loaded& m, const Globals& g, AttnKind kind, bool reduce, AttnReduce red) {
+  const auto* m2 = dynamic_cast<const Mamba2Model*>(m.model.get());
+  if (!m2) throw Error(o.model, "not a mamba2 model");
+  if (kind != AttnKind::S6 && kind != AttnKind::Unified)
+    throw Error("--kind", std::string(attn_kind_name(kind)) + " is not defined for mamba2 (s6 or unified)");
+  if (o.compat != "none") throw Error("--compat", o.compat + " reproduces published Mamba / Vision Mamba code; mamba2 has only none");
+  if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
+  if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
+  if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
+  if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+  const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
+  const Mamba2Config& mc = m2->config();
+  const int64_t T = int64_t(ids.size()), E = mc.d_inner;
+  const std::vector<int64_t> layers = parse_layers(o.layers, mc.n_layer);
+  const auto [c0, c1] = parse_channels(o.channels, E);
+  const int64_t nc = c1 - c0;
+  int64_t qrow = -1;
+  if (o.row_set) {
+    qrow = o.row < 0 ? T + o.row : o.row;
+    if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o.row) + " is outside the " + std::to_string(T) + " tokens");
+  }
+  const double out_bytes = o.row_set ? (reduce ? double(T) : double(nc) * T) * 4.0
+                                     : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
+  const double need = out_bytes + 2.0 * double(E) * T * 4.0 * double(num_threads()) + 20.0 * double(T) * double(E) * 4.0 +
+                      double(m.ck.total_bytes());
+  const double limit = o.max_memory_gb > 0 ? o.max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
+  if (need > limit)
+    throw Error("attention", "this request needs about " + gib(need) + " (" + gib(out_bytes) + " per layer for the output) but " +
+                                 gib(limit) + " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
+
+  fs::create_directories(o.out);
+  std::vector<std::string> tokens;
+  for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
+  const bool labels = T <= 48;
+  nlohmann::ordered_json index;
+  index["model"] = o.model;
+  index["family"] = m.info().family;
+  index["ids"] = ids;
+  index["tokens"] = tokens;
+  index["kind"] = attn_kind_name(kind);
+  index["mode"] = o.row_set ? "row" : "full";
+  index["row"] = o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
+  index["reduce"] = o.reduce;
+  index["channels"] = {c0, c1};
+  index["compat"] = o.compat;
+  index["files"] = nlohmann::ordered_json::array();
+  std::vector<Image> overview;
+
+  // Channel reduction of one row block (Di, T) → (T).
+  auto reduce_rows = [&](float* out, const Tensor& rows) {
+    for (int64_t j = 0; j < T; ++j) {
+      double acc = red == AttnReduce::Max ? -INFINITY : 0.0;
+      for (int64_t c = c0; c < c1; ++c) {
+        const double v = rows.ptr()[c * T + j];
+        if (red == AttnReduce::Mean) acc += v;
+        else if (red == AttnReduce::AbsMean) acc += std::fabs(v);
+        else acc = std::max(acc, v);
+      }
+      out[j] = float(red == AttnReduce::Max ? acc : acc / double(nc));
+    }
+  };
+  const std::set<int64_t> want(layers.begin(), layers.end());
+  Progress prog("attention", int64_t(layers.size()), g.verbose);
+  ForwardOptions fo;
+  fo.all_logits = false;
+  fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
+    if (!want.count(l)) return;
+    const std::unique_ptr<LayerAttention> la = mamba2_layer_attention(*m2, l, acts);
+    Tensor res;
+    auto put_row = [&](int64_t i, float* dst_reduced, float* dst_channels, int64_t ld) {
+      const Tensor rows = la->rows(kind, i, false);
+      if (reduce) reduce_rows(dst_reduced, rows);
+      else
+        for (int64_t c = c0; c < c1; ++c) std::copy(rows.ptr() + c * T, rows.ptr() + (c + 1) * T, dst_channels + (c - c0) * ld);
+    };
+    if (o.row_set) {
+      res = reduce ? Tensor({T}) : Tensor({nc, T});
+      put_row(qrow, res.ptr(), res.ptr(), T);
+    } else {
+      res = reduce ? Tensor({T, T}) : Tensor({nc, T, T});
+      for (int64_t i = 0; i < T; ++i) put_row(i, res.ptr() + i * T, res.ptr() + i * T, T * T);
+    }
+    char base[96];
+    std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
+                  o.row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o.reduce.c_str() : "");
+    const std::string npy = std::string(base) + ".npy";
+    write_npy_atomic((fs::path(o.out) / npy).string(), res.ptr(), res.shape);
+    nlohmann::ordered_json entry = {{"file", npy},
+                                    {"layer", l},
+                                    {"kind", attn_kind_name(kind)},
+                                    {"channels", {c0, c1}},
+                                    {"mode", o.row_set ? "row" : "full"},
+                                    {"row", o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
+                                    {"reduce", o.reduce},
+                                    {"compat", o.compat},
+                                    {"shape", res.shape},
+                                    {"dtype", "float32"}};
+    if (!o.no_png) {
+      HeatmapStyle st;
+      st.log_scale = o.log_scale;
+      st.absolute = true;
+      Image pic;
+      if (!o.row_set && !reduce) {
+        std::vector<Image> tiles;
+        for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
+          st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
+          if (labels) st.row_labels = st.col_labels = tokens;
+          st.cell = 0;
+          tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
+        }
+        pic = image_grid(tiles, 4);
+      } else {
+        const int64_t rows = o.row_set ? (reduce ? 1 : nc) : T;
+        st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o.reduce : "");
+        if (labels) {
+          st.col_labels = tokens;
+          if (!o.row_set) st.row_labels = tokens;
+        }
+        if (o.row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
+        pic = render_heatmap(res.ptr(), rows, T, st);
+        overview.push_back(pic);
+      }
+      const std::string png = std::string(base) + ".png";
+      write_png((fs::path(o.out) / png).string(), pic);
+      entry["png"] = png;
+    }
+    index["files"].push_back(entry);
+    prog.step();
+  };
+  m2->forward(ids, fo);
+  prog.done();
+  if (overview.size() > 1) {
+    write_png((fs::path(o.out) / "overview.png").string(), image_grid(overview, 4));
+    index["overview"] = "overview.png";
+  }
+  std::ofstream(fs::path(o.out) / "index.json") << index.dump(2) << "\n";
+  std::printf("wrote %zu layer%s of %s attention (%s) to %s\n", layers.size(), layers.size() == 1 ? "" : "s",
+              attn_kind_name(kind), o.row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o.out.c_str());
 }
 
 // RWKV-4: each block's time-mix WKV operator (attribution/rwkv_attention.h). --kind s6 = alpha_WKV (rows sum to 1),
@@ -283,9 +428,11 @@ void register_attention(CLI::App& app, Globals& g) {
     if ((compat != AttnCompat::None || bcompat != BidirCompat::None) && !o->row_set)
       throw Error("--compat", o->compat + " applies to a row: add --row I" + std::string(vim ? " or --class-row" : ""));
     const MambaModel* mamba = vim ? nullptr : dynamic_cast<const MambaModel*>(m.model.get());
-    if (!vim && !mamba && m.model->info().family == "mamba2")
-      throw Error(o->model, "attention for mamba2: not yet in the CLI (the library has it: attribution/mamba2_attention.h)");
-    if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba, rwkv and vim models");
+    if (!vim && !mamba && m.model->info().family == "mamba2") {
+      run_attention_mamba2(*o, m, g, kind, reduce, red);
+      return;
+    }
+    if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba, mamba2, rwkv and vim models");
     std::vector<int32_t> ids;
     LoadedImage image;
     int64_t T = 0, E = 0, n_layer = 0, d_state = 0;

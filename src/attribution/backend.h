@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -73,5 +75,12 @@ std::unique_ptr<Backend> make_text_backend(const CausalLM& m, const ClassHead* h
 std::unique_ptr<Backend> make_mamba_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
 // RWKV-4 (attribution/rwkv_explain.cpp); nullptr for other model types.
 std::unique_ptr<Backend> make_rwkv_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
+// Mamba-2 (attribution/mamba2_explain.cpp); nullptr for other models.
+std::unique_ptr<Backend> make_mamba2_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
+// One Mamba-2 layer's implicit attention from its named activations (layers.{i}.delta, B, C, z, conv), as the backend
+// exposes it (S6 and Unified; other kinds throw). `acts` must outlive the result.
+class Mamba2Model;
+std::unique_ptr<LayerAttention> mamba2_layer_attention(const Mamba2Model& m, int64_t layer,
+                                                       const std::map<std::string, Tensor>& acts);
 
 }  // namespace ssmx

@@ -267,8 +267,35 @@ std::unique_ptr<Mamba2Model> Mamba2Model::load(const Checkpoint& ck) {
 }
 
 ForwardResult Mamba2Model::forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const {
+  return forward_impl(&ids, nullptr, opt);
+}
+
+ForwardResult Mamba2Model::forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const {
+  if (embeds.shape.size() != 2 || embeds.shape[1] != cfg_.d_model)
+    throw Error("input", "embeddings of shape " + shape_str(embeds.shape) + ", expected (T, " +
+                             std::to_string(cfg_.d_model) + ")");
+  return forward_impl(nullptr, &embeds, opt);
+}
+
+Tensor Mamba2Model::embed(const std::vector<int32_t>& ids) const {
+  const int64_t T = int64_t(ids.size()), Dm = cfg_.d_model;
+  Tensor e({T, Dm});
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = ids[size_t(t)];
+    if (id < 0 || id >= cfg_.vocab)
+      throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " +
+                               std::to_string(cfg_.vocab));
+    std::copy(embed_.p + id * Dm, embed_.p + (id + 1) * Dm, e.ptr() + t * Dm);
+  }
+  return e;
+}
+
+ForwardResult Mamba2Model::forward_impl(const std::vector<int32_t>* ids_p, const Tensor* embeds,
+                                        const ForwardOptions& opt) const {
+  static const std::vector<int32_t> no_ids;
+  const std::vector<int32_t>& ids = ids_p ? *ids_p : no_ids;
   const Mamba2Config& cfg = cfg_;
-  const int64_t T = int64_t(ids.size()), Dm = cfg.d_model, Di = cfg.d_inner, H = cfg.n_heads, P = cfg.head_dim,
+  const int64_t T = embeds ? embeds->shape[0] : int64_t(ids.size()), Dm = cfg.d_model, Di = cfg.d_inner, H = cfg.n_heads, P = cfg.head_dim,
                 G = cfg.n_groups, N = cfg.d_state, K = cfg.d_conv, V = cfg.vocab, CD = cfg.conv_dim(),
                 W = cfg.in_proj_width(), NG = cfg.norm_groups;
   if (T == 0) throw Error("input", "no tokens to run");
@@ -297,7 +324,9 @@ ForwardResult Mamba2Model::forward(const std::vector<int32_t>& ids, const Forwar
   std::vector<float> h(size_t(T * Dm)), normed(size_t(T * Dm)), mix(size_t(T * Dm));
   std::vector<float> zx(size_t(T * W)), conv(size_t(T * CD)), xa(size_t(T * CD)), delta(size_t(T * H)),
       ssm(size_t(T * Di)), y(size_t(T * Di)), gated(size_t(T * Di));
-  for (int64_t t = 0; t < T; ++t) std::memcpy(h.data() + t * Dm, embed_.p + int64_t(ids[t]) * Dm, size_t(Dm) * 4);
+  if (embeds) std::memcpy(h.data(), embeds->ptr(), size_t(T * Dm) * 4);
+  else
+    for (int64_t t = 0; t < T; ++t) std::memcpy(h.data() + t * Dm, embed_.p + int64_t(ids[size_t(t)]) * Dm, size_t(Dm) * 4);
 
   for (int64_t i = 0; i < cfg.n_layer; ++i) {
     const Mamba2Layer& ly = layers_[size_t(i)];

@@ -60,11 +60,19 @@ class Mamba2Model : public CausalLM {
   const ModelInfo& info() const override { return info_; }
   int64_t vocab_size() const override { return cfg_.vocab; }
   ForwardResult forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const override;
+  int64_t d_model() const override { return cfg_.d_model; }
+  Tensor embed(const std::vector<int32_t>& ids) const override;  // rows of the embedding, unscaled
+  // forward(ids) on explicit input embeddings (T, d_model); bitwise forward(ids) for embeds = embed(ids).
+  ForwardResult forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const override;
 
   const Mamba2Config& config() const { return cfg_; }
   const Mamba2Layer& layer(int64_t i) const { return layers_[size_t(i)]; }
+  const Param& embedding() const { return embed_; }
+  const Param& norm_f() const { return norm_f_; }
+  const Param& lm_head() const { return head_; }
 
  private:
+  ForwardResult forward_impl(const std::vector<int32_t>* ids, const Tensor* embeds, const ForwardOptions& opt) const;
   Mamba2Config cfg_;
   ModelInfo info_;
   Param embed_, norm_f_, head_;
