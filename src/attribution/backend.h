@@ -71,5 +71,7 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o);
 // The text backend of a causal LM, by family (attribution/backends.cpp); throws ssmx::Error for a family without one.
 std::unique_ptr<Backend> make_text_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
 std::unique_ptr<Backend> make_mamba_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
+// RecurrentGemma (attribution/griffin_explain.cpp); nullptr for other families.
+std::unique_ptr<Backend> make_griffin_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
 
 }  // namespace ssmx

@@ -8,6 +8,7 @@ std::unique_ptr<Backend> make_text_backend(const CausalLM& m, const ClassHead* h
   using Maker = std::unique_ptr<Backend> (*)(const CausalLM&, const ClassHead*, const std::vector<int32_t>&);
   static const Maker makers[] = {
       make_mamba_backend,
+      make_griffin_backend,
   };
   for (Maker mk : makers)
     if (std::unique_ptr<Backend> b = mk(m, head, ids)) return b;
