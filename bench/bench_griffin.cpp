@@ -4,7 +4,8 @@
 // channel-mean implicit attention of one recurrent layer.
 //
 //   build/bench_griffin [--reference=bench/results/reference_griffin.json] [--json=bench/results/griffin.json]
-//                       [--seqlens=512,2048]
+//                       [--seqlens=512,2048] [--explain-seqlens=128]
+// and `explain --method grad-input` (one forward + backward of griffin_grad, plain loops) at --explain-seqlens.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <random>
 #include <sstream>
 
+#include "attribution/explain.h"
 #include "attribution/griffin_attention.h"
 #include "bench_common.h"
 #include "core/runtime.h"
@@ -78,7 +80,7 @@ void write_random_griffin(const std::string& dir) {
 struct State {
   Checkpoint ck;
   std::unique_ptr<CausalLM> model;
-  std::map<int64_t, double> best, best_attn;
+  std::map<int64_t, double> best, best_attn, best_explain;
 } g;
 
 std::vector<int32_t> make_ids(int64_t T) {
@@ -123,6 +125,22 @@ void bm_attention(benchmark::State& st) {
   }
 }
 
+// explain(grad-input): target resolution (one forward) + griffin_gradient (forward + backward).
+void bm_explain(benchmark::State& st) {
+  const int64_t T = st.range(0);
+  const auto ids = make_ids(T);
+  ExplainOptions o;
+  o.method = Method::GradInput;
+  for (auto _ : st) {
+    const double t0 = bench::now_s();
+    Explanation ex = explain(*g.model, nullptr, ids, o);
+    const double dt = bench::now_s() - t0;
+    benchmark::DoNotOptimize(ex.relevance.data());
+    auto it = g.best_explain.find(T);
+    if (it == g.best_explain.end() || dt < it->second) g.best_explain[T] = dt;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -130,6 +148,7 @@ int main(int argc, char** argv) {
   const std::string ref_path = bench::take_flag(argc, argv, "reference", "bench/results/reference_griffin.json");
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   const std::string seqlens = bench::take_flag(argc, argv, "seqlens", "512,2048");
+  const std::string explain_seqlens = bench::take_flag(argc, argv, "explain-seqlens", "128");
   set_num_threads(std::stoi(bench::take_flag(argc, argv, "threads", "0")));
   const std::string dir = (std::filesystem::temp_directory_path() / "ssmx-bench-griffin").string();
   write_random_griffin(dir);
@@ -145,6 +164,12 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("attention_mean_layer0/T=" + std::to_string(T)).c_str(), bm_attention)
         ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
   }
+  std::vector<int64_t> Te;
+  std::stringstream se(explain_seqlens);
+  for (std::string s; std::getline(se, s, ',');) Te.push_back(std::stoll(s));
+  for (int64_t T : Te)
+    benchmark::RegisterBenchmark(("explain_grad_input/T=" + std::to_string(T)).c_str(), bm_explain)
+        ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
 
@@ -168,6 +193,10 @@ int main(int argc, char** argv) {
     out["results"].push_back({{"T", T}, {"ssmx_s", t}, {"attention_mean_layer0_s", g.best_attn[T]},
                               {"pytorch_s", it != ref.end() ? nlohmann::ordered_json(it->second) : nlohmann::ordered_json(nullptr)},
                               {"speedup", it != ref.end() ? nlohmann::ordered_json(it->second / t) : nlohmann::ordered_json(nullptr)}});
+  }
+  for (int64_t T : Te) {
+    std::printf("explain grad-input T=%lld: %.3f s\n", (long long)T, g.best_explain[T]);
+    out["explain_grad_input"].push_back({{"T", T}, {"seconds", g.best_explain[T]}});
   }
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   std::error_code ec;

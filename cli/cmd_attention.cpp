@@ -8,12 +8,14 @@
 #include "attribution/backend.h"
 #include "attribution/hidden_attention.h"
 #include "attribution/bidirectional.h"
+#include "attribution/griffin_attention.h"
 #include "attribution/mamba_trace.h"
 #include "attribution/vim_trace.h"
 #include "common.h"
 #include "core/error.h"
 #include "core/runtime.h"
 #include "attribution/rwkv_attention.h"
+#include "models/griffin.h"
 #include "models/mamba.h"
 #include "models/mamba2.h"
 #include "models/rwkv.h"
@@ -89,6 +91,144 @@ std::string gib(double bytes) {
   else if (bytes >= double(1 << 20)) std::snprintf(b, sizeof b, "%.1f MiB", bytes / double(1 << 20));
   else std::snprintf(b, sizeof b, "%.0f KiB", bytes / 1024.0);
   return b;
+}
+
+// RecurrentGemma / Griffin: the RG-LRU implicit attention of the recurrent layers (attribution/griffin_attention.h).
+// Kinds: s6 = α_RG·M_conv (no gate), unified = diag(y)·α_RG·M_conv, unified-noconv = diag(y)·α_RG, unified-nogate
+// = s6. --compat tracing drops √(1 − a²) as the authors' patched modeling_recurrent_gemma.py does. Local attention
+// layers have no RG-LRU: they are skipped (listed in index.json as "skipped_layers").
+void run_griffin_attention(const AttnOpts& o, const Globals& g, const Loaded& m, const GriffinModel& gm) {
+  const AttnKind kind = parse_attn_kind(o.kind);
+  GriffinAttnOptions go;
+  if (kind == AttnKind::UnifiedNoAct) throw Error("--kind", "unified-noact has no meaning for recurrent_gemma (s6, unified, unified-noconv, unified-nogate)");
+  go.gate = kind == AttnKind::Unified || kind == AttnKind::UnifiedNoConv;
+  go.conv = kind != AttnKind::UnifiedNoConv;
+  if (o.compat == "tracing") go.compat = true;
+  else if (o.compat != "none") throw Error("--compat", "recurrent_gemma: none | tracing (the authors' file without √(1 − a²)), not '" + o.compat + "'");
+  if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
+  if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
+  if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
+  if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+  const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
+  const GriffinConfig& gc = gm.config();
+  const int64_t T = int64_t(ids.size()), W = gc.lru_width;
+  const std::vector<int64_t> layers = parse_layers(o.layers, gc.n_layer);
+  const auto [c0, c1] = parse_channels(o.channels, W);
+  const int64_t nc = c1 - c0;
+  const bool reduce = o.reduce != "none";
+  const AttnReduce red = reduce ? parse_attn_reduce(o.reduce) : AttnReduce::Mean;
+  int64_t qrow = -1;
+  if (o.row_set) {
+    qrow = o.row < 0 ? T + o.row : o.row;
+    if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o.row) + " is outside the " + std::to_string(T) + " tokens");
+  }
+  const double out_bytes = o.row_set ? (reduce ? double(T) : double(nc) * T) * 4.0 : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
+  const double need = out_bytes + 16.0 * double(T) * double(W) * 4.0 + double(m.ck.total_bytes());
+  const double limit = o.max_memory_gb > 0 ? o.max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
+  if (need > limit)
+    throw Error("attention", "this request needs about " + gib(need) + " but " + gib(limit) +
+                                 " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
+  fs::create_directories(o.out);
+  std::vector<std::string> tokens;
+  for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
+  const bool labels = T <= 48;
+  nlohmann::ordered_json index;
+  index["model"] = o.model;
+  index["family"] = m.info().family;
+  index["ids"] = ids;
+  index["tokens"] = tokens;
+  index["kind"] = attn_kind_name(kind);
+  index["mode"] = o.row_set ? "row" : "full";
+  index["row"] = o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
+  index["reduce"] = o.reduce;
+  index["channels"] = {c0, c1};
+  index["compat"] = o.compat;
+  index["files"] = nlohmann::ordered_json::array();
+  index["skipped_layers"] = nlohmann::ordered_json::array();
+  std::vector<Image> overview;
+  const std::set<int64_t> want(layers.begin(), layers.end());
+  Progress prog("attention", int64_t(layers.size()), g.verbose);
+  ForwardOptions fo;
+  fo.all_logits = false;
+  fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
+    if (!want.count(l)) return;
+    const GriffinLayer& ly = gm.layer(l);
+    if (!ly.recurrent) {
+      index["skipped_layers"].push_back(l);
+      prog.step();
+      return;
+    }
+    const GriffinTrace tr = griffin_trace(acts, l, ly.conv_w.p, ly.conv_b.p, gc.conv_width);
+    Tensor res;
+    if (o.row_set) {
+      res = griffin_attention_row(tr, go, qrow, c0, c1);
+      if (reduce) {
+        Tensor r({T});
+        for (int64_t j = 0; j < T; ++j) {
+          double acc = red == AttnReduce::Max ? -INFINITY : 0.0;
+          for (int64_t c = 0; c < nc; ++c) {
+            const double v = res.ptr()[c * T + j];
+            if (red == AttnReduce::Max) acc = std::max(acc, v);
+            else acc += red == AttnReduce::AbsMean ? std::fabs(v) : v;
+          }
+          r.ptr()[j] = float(red == AttnReduce::Max ? acc : acc / double(nc));
+        }
+        res = std::move(r);
+      }
+    } else {
+      res = reduce ? griffin_attention_reduce(tr, go, red, c0, c1) : griffin_attention_full(tr, go, c0, c1);
+    }
+    char base[96];
+    std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
+                  o.row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o.reduce.c_str() : "");
+    const std::string npy = std::string(base) + ".npy";
+    write_npy_atomic((fs::path(o.out) / npy).string(), res.ptr(), res.shape);
+    nlohmann::ordered_json entry = {{"file", npy}, {"layer", l}, {"kind", attn_kind_name(kind)}, {"channels", {c0, c1}},
+                                    {"mode", o.row_set ? "row" : "full"},
+                                    {"row", o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
+                                    {"reduce", o.reduce}, {"compat", o.compat}, {"shape", res.shape}, {"dtype", "float32"}};
+    if (!o.no_png) {
+      HeatmapStyle st;
+      st.log_scale = o.log_scale;
+      st.absolute = true;
+      Image pic;
+      if (!o.row_set && !reduce) {
+        std::vector<Image> tiles;
+        for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
+          st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
+          if (labels) st.row_labels = st.col_labels = tokens;
+          st.cell = 0;
+          tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
+        }
+        pic = image_grid(tiles, 4);
+      } else {
+        const int64_t rows = o.row_set ? (reduce ? 1 : nc) : T;
+        st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o.reduce : "");
+        if (labels) {
+          st.col_labels = tokens;
+          if (!o.row_set) st.row_labels = tokens;
+        }
+        if (o.row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
+        pic = render_heatmap(res.ptr(), rows, T, st);
+        overview.push_back(pic);
+      }
+      const std::string png = std::string(base) + ".png";
+      write_png((fs::path(o.out) / png).string(), pic);
+      entry["png"] = png;
+    }
+    index["files"].push_back(entry);
+    prog.step();
+  };
+  gm.forward(ids, fo);
+  prog.done();
+  if (overview.size() > 1) {
+    write_png((fs::path(o.out) / "overview.png").string(), image_grid(overview, 4));
+    index["overview"] = "overview.png";
+  }
+  std::ofstream(fs::path(o.out) / "index.json") << index.dump(2) << "\n";
+  std::printf("wrote %zu recurrent layer%s of %s attention (%s) to %s\n", index["files"].size(),
+              index["files"].size() == 1 ? "" : "s", attn_kind_name(kind),
+              o.row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o.out.c_str());
 }
 
 // Mamba-2: per-channel rows of the layer's implicit attention (attribution/backend.h, mamba2_layer_attention), the
@@ -416,6 +556,8 @@ void register_attention(CLI::App& app, Globals& g) {
     const bool reduce = o->reduce != "none";
     const AttnReduce red = reduce ? parse_attn_reduce(o->reduce) : AttnReduce::Mean;
     Loaded m = load_model(o->model);
+    if (const auto* gm = m.model ? dynamic_cast<const GriffinModel*>(m.model.get()) : nullptr)
+      return run_griffin_attention(*o, g, m, *gm);
     if (const auto* rw = dynamic_cast<const RwkvModel*>(m.model.get())) return run_rwkv_attention(*o, g, m, *rw);
     const bool vim = bool(m.vim);
     const AttnCompat compat = vim ? AttnCompat::None : parse_attn_compat(o->compat);
@@ -432,7 +574,7 @@ void register_attention(CLI::App& app, Globals& g) {
       run_attention_mamba2(*o, m, g, kind, reduce, red);
       return;
     }
-    if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba, mamba2, rwkv and vim models");
+    if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba, mamba2, rwkv, recurrent_gemma and vim models");
     std::vector<int32_t> ids;
     LoadedImage image;
     int64_t T = 0, E = 0, n_layer = 0, d_state = 0;

@@ -82,5 +82,7 @@ std::unique_ptr<Backend> make_mamba2_backend(const CausalLM& m, const ClassHead*
 class Mamba2Model;
 std::unique_ptr<LayerAttention> mamba2_layer_attention(const Mamba2Model& m, int64_t layer,
                                                        const std::map<std::string, Tensor>& acts);
+// RecurrentGemma (attribution/griffin_explain.cpp); nullptr for other families.
+std::unique_ptr<Backend> make_griffin_backend(const CausalLM& m, const ClassHead* head, const std::vector<int32_t>& ids);
 
 }  // namespace ssmx

@@ -10,6 +10,7 @@ std::unique_ptr<Backend> make_text_backend(const CausalLM& m, const ClassHead* h
       make_mamba_backend,
       make_rwkv_backend,
       make_mamba2_backend,
+      make_griffin_backend,
   };
   for (Maker mk : makers)
     if (std::unique_ptr<Backend> b = mk(m, head, ids)) return b;

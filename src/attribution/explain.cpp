@@ -548,10 +548,11 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o) {
           st["normalisation"] = "rows of I + mean_e α divided by their sums";
         } else {
           // ḡ_ℓ[i] = mean_e ∂f/∂y_ℓ[i,e]: the gradient of the target with respect to the gated mixer output.
-          const int64_t E = b.E;
           std::vector<std::vector<float>> gbar(n, std::vector<float>(size_t(T), 0.0f));
           for (size_t k = 0; k < n; ++k) {
             const std::vector<float>& gy = g.grad_y[size_t(o.start_layer) + k];
+            const int64_t E = int64_t(gy.size()) / T;  // layers of a hybrid stack differ (RecurrentGemma)
+            if (E == 0) continue;
             for (int64_t i = 0; i < T; ++i) {
               double s = 0;
               for (int64_t e = 0; e < E; ++e) s += gy[size_t(i * E + e)];

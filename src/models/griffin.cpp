@@ -302,14 +302,29 @@ std::unique_ptr<GriffinModel> GriffinModel::load(const Checkpoint& ck) {
   return m;
 }
 
-ForwardResult GriffinModel::forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const {
-  const GriffinConfig& cfg = cfg_;
-  const int64_t T = int64_t(ids.size()), Dm = cfg.d_model, W = cfg.lru_width, H = cfg.heads, KV = cfg.kv_heads,
-                hd = cfg.head_dim, F = cfg.mlp_width, V = cfg.vocab, K = cfg.conv_width;
+Tensor GriffinModel::embed(const std::vector<int32_t>& ids) const {
+  const int64_t T = int64_t(ids.size()), Dm = cfg_.d_model, V = cfg_.vocab;
   if (T == 0) throw Error("input", "no tokens to run");
   for (int32_t id : ids)
     if (id < 0 || id >= V)
       throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(V));
+  Tensor e({T, Dm});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < Dm; ++d) e.ptr()[t * Dm + d] = embed_.p[int64_t(ids[size_t(t)]) * Dm + d] * cfg_.normalizer;
+  return e;
+}
+
+ForwardResult GriffinModel::forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const {
+  return forward_embeds(embed(ids), opt);
+}
+
+ForwardResult GriffinModel::forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const {
+  const GriffinConfig& cfg = cfg_;
+  if (embeds.shape.size() != 2 || embeds.shape[1] != cfg.d_model)
+    throw Error("input embeddings", "shape " + shape_str(embeds.shape) + " is not [T, " + std::to_string(cfg.d_model) + "]");
+  const int64_t T = embeds.shape[0], Dm = cfg.d_model, W = cfg.lru_width, H = cfg.heads, KV = cfg.kv_heads,
+                hd = cfg.head_dim, F = cfg.mlp_width, V = cfg.vocab, K = cfg.conv_width;
+  if (T == 0) throw Error("input", "no tokens to run");
 
   ForwardResult res;
   const bool capture = opt.keep_activations || bool(opt.layer_hook);
@@ -358,8 +373,7 @@ ForwardResult GriffinModel::forward(const std::vector<int32_t>& ids, const Forwa
     });
   };
 
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t d = 0; d < Dm; ++d) h[size_t(t * Dm + d)] = embed_.p[int64_t(ids[size_t(t)]) * Dm + d] * cfg.normalizer;
+  std::copy(embeds.data.begin(), embeds.data.end(), h.begin());
 
   for (int64_t li = 0; li < cfg.n_layer; ++li) {
     const GriffinLayer& ly = layers_[size_t(li)];

@@ -60,6 +60,16 @@ class GriffinModel : public CausalLM {
   const ModelInfo& info() const override { return info_; }
   int64_t vocab_size() const override { return cfg_.vocab; }
   ForwardResult forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const override;
+  // The input embeddings include the scale: embed(ids)[t] = E[ids[t]] · bf16(√Dm) (rounded to float as forward()
+  // does), so forward_embeds(embed(ids), o) == forward(ids, o) bitwise, and attributions to embed() are to the
+  // scaled rows the first layer reads.
+  int64_t d_model() const override { return cfg_.d_model; }
+  Tensor embed(const std::vector<int32_t>& ids) const override;
+  ForwardResult forward_embeds(const Tensor& embeds, const ForwardOptions& opt) const override;
+
+  const Param& embedding() const { return embed_; }        // (V, Dm), unscaled
+  const Param& lm_head() const { return head_; }           // (V, Dm)
+  const std::vector<float>& final_norm() const { return final_norm_; }  // 1 + w
 
   const GriffinConfig& config() const { return cfg_; }
   const GriffinLayer& layer(int64_t i) const { return layers_[size_t(i)]; }

@@ -1,0 +1,151 @@
+// The explanation backend of RecurrentGemma / Griffin (attribution/backend.h; docs/methods.md, "RecurrentGemma").
+//
+// Recurrent layers expose the RG-LRU's implicit attention (attribution/griffin_attention.h), channel mean over the
+// lru_width channels: S6 = α_RG·M_conv (no gate), Unified = diag(y)·α_RG·M_conv. Local attention layers expose their
+// softmax attention, mean over the query heads, for both kinds (it has no conv and no gate to fold in).
+#include <cmath>
+#include <map>
+#include <mutex>
+
+#include "attribution/backend.h"
+#include "attribution/griffin_attention.h"
+#include "core/error.h"
+#include "models/griffin.h"
+#include "models/griffin_grad.h"
+
+namespace ssmx {
+
+namespace {
+
+struct GriffinRecurrentAttention : LayerAttention {
+  GriffinTrace tr;
+  static GriffinAttnOptions opts(AttnKind k) {
+    GriffinAttnOptions o;
+    o.gate = k != AttnKind::S6;
+    return o;
+  }
+  int64_t channels() const override { return tr.W; }
+  Tensor mean_map(AttnKind k) const override { return griffin_attention_reduce(tr, opts(k), AttnReduce::Mean, 0, tr.W); }
+  Tensor mean_row(AttnKind k, int64_t pos) const override {
+    const Tensor r = griffin_attention_row(tr, opts(k), pos, 0, tr.W);
+    Tensor out({tr.T});
+    for (int64_t j = 0; j < tr.T; ++j) {
+      double s = 0;
+      for (int64_t c = 0; c < tr.W; ++c) s += r.ptr()[c * tr.T + j];
+      out.ptr()[j] = float(s / double(tr.W));
+    }
+    return out;
+  }
+  Tensor rows(AttnKind k, int64_t pos, bool) const override { return griffin_attention_row(tr, opts(k), pos, 0, tr.W); }
+};
+
+// Softmax weights of a local MQA layer from its (RoPE'd) q and k, per head: (H, T, T).
+struct GriffinLocalAttention : LayerAttention {
+  int64_t T = 0, H = 0;
+  Tensor p;  // (H, T, T)
+  GriffinLocalAttention(const GriffinConfig& cfg, const std::map<std::string, Tensor>& acts, int64_t layer) {
+    const std::string pre = "layers." + std::to_string(layer) + ".";
+    const Tensor& q = acts.at(pre + "q");
+    const Tensor& k = acts.at(pre + "k");
+    T = q.dim(0), H = cfg.heads;
+    const int64_t KV = cfg.kv_heads, hd = cfg.head_dim, group = H / KV, win = cfg.window;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    p = Tensor({H, T, T});
+    std::vector<double> sc(static_cast<size_t>(T));
+    for (int64_t hh = 0; hh < H; ++hh)
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t j0 = std::max<int64_t>(0, i - win), kh = hh / group;
+        double mx = -INFINITY, den = 0;
+        for (int64_t j = j0; j <= i; ++j) {
+          double s = 0;
+          for (int64_t d = 0; d < hd; ++d) s += double(q.ptr()[(i * H + hh) * hd + d]) * double(k.ptr()[(j * KV + kh) * hd + d]);
+          sc[size_t(j)] = s * scale;
+          mx = std::max(mx, sc[size_t(j)]);
+        }
+        for (int64_t j = j0; j <= i; ++j) den += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
+        for (int64_t j = j0; j <= i; ++j) p.ptr()[(hh * T + i) * T + j] = float(sc[size_t(j)] / den);
+      }
+  }
+  int64_t channels() const override { return H; }
+  Tensor mean_map(AttnKind) const override {
+    Tensor out({T, T});
+    for (int64_t i = 0; i < T * T; ++i) {
+      double s = 0;
+      for (int64_t hh = 0; hh < H; ++hh) s += p.ptr()[hh * T * T + i];
+      out.ptr()[i] = float(s / double(H));
+    }
+    return out;
+  }
+  Tensor mean_row(AttnKind k, int64_t pos) const override {
+    const Tensor mm = mean_map(k);
+    return Tensor({T}, std::vector<float>(mm.ptr() + pos * T, mm.ptr() + (pos + 1) * T));
+  }
+  Tensor rows(AttnKind, int64_t pos, bool) const override {
+    Tensor out({H, T});
+    for (int64_t hh = 0; hh < H; ++hh)
+      for (int64_t j = 0; j < T; ++j) out.ptr()[hh * T + j] = p.ptr()[(hh * T + pos) * T + j];
+    return out;
+  }
+};
+
+struct GriffinBackend : Backend {
+  const GriffinModel& m;
+  const ClassHead* head;
+  mutable std::mutex mu;
+  mutable std::map<int64_t, std::vector<float>> scaled_rows;
+  GriffinBackend(const GriffinModel& model, const ClassHead* h, const std::vector<int32_t>& in) : m(model), head(h) {
+    const GriffinConfig& c = m.config();
+    T = int64_t(in.size()), Dm = c.d_model, L = c.n_layer, E = c.lru_width;
+    ids = in;
+    embeds = m.embed(ids);
+  }
+  void check(const ExplainOptions& o) const override {
+    if (o.compat == "official")
+      throw Error("--compat", "'official' reproduces the published Mamba / Vision Mamba code; recurrent_gemma has none (use --compat none)");
+  }
+  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.keep_final_hidden = true;
+    const ForwardResult fr = m.forward(ids, fo);
+    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.config().vocab, head, want,
+                             zero_biases);
+  }
+  GradResult gradient(const GradRequest& q) const override { return griffin_gradient(m, q); }
+  // Baselines live in the space of embed(): the row scaled by bf16(√Dm).
+  const float* embedding_row(int64_t id) const override {
+    std::lock_guard<std::mutex> lk(mu);
+    auto& r = scaled_rows[id];
+    if (r.empty()) r = m.embed({int32_t(id)}).data;
+    return r.data();
+  }
+  int64_t vocab() const override { return m.config().vocab; }
+  void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.layer_hook = [&](int64_t layer, const std::map<std::string, Tensor>& acts) {
+      if (layer < start) return;
+      const GriffinLayer& ly = m.layer(layer);
+      if (ly.recurrent) {
+        GriffinRecurrentAttention la;
+        la.tr = griffin_trace(acts, layer, ly.conv_w.p, ly.conv_b.p, m.config().conv_width);
+        f(layer, la);
+      } else {
+        GriffinLocalAttention la(m.config(), acts, layer);
+        f(layer, la);
+      }
+    };
+    m.forward(ids, fo);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_griffin_backend(const CausalLM& m, const ClassHead* head,
+                                              const std::vector<int32_t>& ids) {
+  const auto* gm = dynamic_cast<const GriffinModel*>(&m);
+  if (!gm) return nullptr;
+  return std::make_unique<GriffinBackend>(*gm, head, ids);
+}
+
+}  // namespace ssmx
