@@ -16,6 +16,7 @@
 
 #include "api/explain_report.h"
 #include "api/image_report.h"
+#include "attribution/backend.h"
 #include "attribution/bidirectional.h"
 #include "attribution/vim_trace.h"
 #include "io/image.h"
@@ -161,10 +162,62 @@ py::array_t<float> py_predict(const Model& m, const std::optional<std::string>& 
   return to_numpy(std::move(logits));
 }
 
+// Mamba-2, RWKV-4, RecurrentGemma: the channel-mean implicit attention each layer gives the explanation methods
+// (attribution/backend.h), as reduce="mean" maps [T,T] or rows [T]. Layers without an implicit attention operator are
+// absent from the result (none today: Griffin's local-attention layers give their head-mean softmax weights).
+py::dict py_attention_family(const Model& m, const std::optional<std::string>& text,
+                             const std::optional<std::vector<int64_t>>& ids, const std::optional<std::vector<int64_t>>& layers,
+                             const std::string& kind_s, const std::optional<std::pair<int64_t, int64_t>>& channels,
+                             const std::optional<int64_t>& row, bool full, const std::string& reduce_s,
+                             const std::string& compat_s) {
+  const CausalLM& lm = m.lm("attention");
+  const std::string fam = lm.info().family;
+  if (reduce_s != "mean")
+    throw Error("reduce", "for " + fam + " models Python gives the channel-mean maps: pass reduce='mean' (the CLI "
+                          "`ssmx attention` writes per-channel matrices)");
+  if (channels) throw Error("channels", "for " + fam + " models Python gives the mean over all channels");
+  if (compat_s != "none") throw Error("compat", compat_s + " is defined for Mamba and Vision Mamba only");
+  if (row && full) throw Error("full", "give either row= or full=True");
+  AttnKind kind;
+  if (kind_s == "s6") kind = AttnKind::S6;
+  else if (kind_s == "unified") kind = AttnKind::Unified;
+  else throw Error("kind", "'" + kind_s + "' is not defined for " + fam + " (s6 or unified)");
+  const std::vector<int32_t> in = m.input(text, ids);
+  const int64_t T = int64_t(in.size());
+  int64_t qrow = -1;
+  if (row) {
+    qrow = *row < 0 ? T + *row : *row;
+    if (qrow < 0 || qrow >= T) throw Error("row", "row " + std::to_string(*row) + " is outside the " + std::to_string(T) + " tokens");
+  }
+  const std::unique_ptr<Backend> b = make_text_backend(lm, nullptr, in);
+  std::set<int64_t> want;
+  if (layers) {
+    for (int64_t l : *layers) {
+      if (l < 0 || l >= b->L) throw Error("layers", "layer " + std::to_string(l) + " does not exist (0.." + std::to_string(b->L - 1) + ")");
+      want.insert(l);
+    }
+  }
+  if (!row && double(T) * T * 4.0 * double(layers ? want.size() : size_t(b->L)) > double(int64_t(64) << 30))
+    throw Error("attention", "the request needs more than 64 GiB; ask for less: row=I or fewer layers");
+  std::map<int64_t, Tensor> res;
+  {
+    py::gil_scoped_release nogil;
+    b->for_layers(0, [&](int64_t l, const LayerAttention& la) {
+      if (layers && !want.count(l)) return;
+      res[l] = row ? la.mean_row(kind, qrow) : la.mean_map(kind);
+    });
+  }
+  py::dict out;
+  for (auto& [l, t] : res) out[py::int_(l)] = to_numpy(std::move(t));
+  return out;
+}
+
 py::dict py_attention(const Model& m, const std::optional<std::string>& text, const std::optional<std::vector<int64_t>>& ids,
                    const std::optional<std::vector<int64_t>>& layers, const std::string& kind_s,
                    const std::optional<std::pair<int64_t, int64_t>>& channels, const std::optional<int64_t>& row,
                    bool full, const std::string& reduce_s, const std::string& compat_s) {
+  if (!m.vim && !dynamic_cast<const MambaModel*>(m.model.get()))
+    return py_attention_family(m, text, ids, layers, kind_s, channels, row, full, reduce_s, compat_s);
   const MambaModel& mm = m.mamba("attention");
   const std::vector<int32_t> in = m.input(text, ids);
   const int64_t T = int64_t(in.size()), E = mm.config().d_inner, L = mm.config().n_layer;

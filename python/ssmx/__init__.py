@@ -117,7 +117,8 @@ class Model:
         [T,T] or [T] reduced over channels. kind: s6, unified, unified-noconv, unified-nogate, unified-noact;
         channels: (a, b); row: query index (negative counts from the end); reduce: none, mean, absmean, max;
         compat: none or hiddenattn-row (Vision Mamba: none, stitched, hiddenattn-stitched; class_row=True for the
-        class token's row)."""
+        class token's row). Mamba-2, RWKV-4, RecurrentGemma: kind s6 or unified with reduce="mean" (channel-mean
+        maps [T,T] or rows [T])."""
         if layers is not None:
             layers = [int(l) for l in ([layers] if isinstance(layers, int) else layers)]
         if channels is not None:
