@@ -87,12 +87,24 @@ RandomizedCheckpoint randomize_tensors(const Checkpoint& base, const std::functi
 }
 
 std::vector<RandomizationStage> randomization_stages(const Checkpoint& ck, int64_t n_layer) {
+  // Tensor names of every language family: the head (Mamba/Mamba-2 lm_head, RWKV head; tied heads have none), the
+  // final norm (norm_f, RWKV ln_out, RecurrentGemma final_norm) and the blocks (layers.{l}. or RWKV blocks.{l}.).
   std::vector<RandomizationStage> st;
-  if (ck.find("lm_head.weight")) st.push_back({"head", [](const std::string& n) { return n == "lm_head.weight"; }});
-  st.push_back({"norm_f", [](const std::string& n) { return contains(n, "norm_f."); }});
+  for (const char* head : {"lm_head.weight", "head.weight"})
+    if (ck.find(head)) {
+      const std::string h = head;
+      st.push_back({"head", [h](const std::string& n) { return n == h; }});
+      break;
+    }
+  st.push_back({"norm_f", [](const std::string& n) {
+                  return contains(n, "norm_f.") || contains(n, "ln_out.") || contains(n, "final_norm.");
+                }});
   for (int64_t l = n_layer - 1; l >= 0; --l) {
-    const std::string key = "layers." + std::to_string(l) + ".";
-    st.push_back({"layer " + std::to_string(l), [key](const std::string& n) { return contains(n, key); }});
+    const std::string a = "layers." + std::to_string(l) + ".", b = "blocks." + std::to_string(l) + ".";
+    st.push_back({"layer " + std::to_string(l), [a, b](const std::string& n) {
+                    return n.find(a) == 0 || contains(n, "." + a) || n.find(b) == 0 ||
+                           contains(n, "." + b);
+                  }});
   }
   return st;
 }
@@ -126,12 +138,9 @@ RandomizationScores evaluate_randomization(const Checkpoint& ck, const Tokenizer
                                            const std::vector<TextExample>& examples,
                                            const std::vector<Method>& methods, const ExplainOptions& base,
                                            uint64_t seed, const std::function<void(int64_t, int64_t)>& on_stage) {
-  const std::string family = detect_family(ck);
-  if (family != "mamba" && family != "falcon_mamba")
-    throw Error(ck.path, "the randomisation test supports the Mamba and Falcon-Mamba families so far");
-  const bool falcon = family == "falcon_mamba";
-  std::unique_ptr<MambaModel> trained = MambaModel::load(ck, falcon);
-  const std::vector<RandomizationStage> cascade = randomization_stages(ck, trained->config().n_layer);
+  if (detect_family(ck) == "vim") throw Error(ck.path, "the randomisation test is for language models");
+  std::unique_ptr<CausalLM> trained = load_causal_lm(ck);
+  const std::vector<RandomizationStage> cascade = randomization_stages(ck, trained->info().dim("layers"));
 
   RandomizationScores sc;
   sc.stages.push_back("trained");
@@ -162,7 +171,7 @@ RandomizationScores evaluate_randomization(const Checkpoint& ck, const Tokenizer
     ids.push_back(std::move(in));
     targets.push_back(target);
   }
-  auto explain_all = [&](const MambaModel& m, size_t stage) {
+  auto explain_all = [&](const CausalLM& m, size_t stage) {
     for (size_t k = 0; k < methods.size(); ++k) {
       double s = 0, sa = 0;
       for (size_t i = 0; i < ids.size(); ++i) {
@@ -192,7 +201,7 @@ RandomizationScores evaluate_randomization(const Checkpoint& ck, const Tokenizer
         if (f(n)) return true;
       return false;
     }, seed);
-    std::unique_ptr<MambaModel> m = MambaModel::load(rc.ck, falcon);
+    std::unique_ptr<CausalLM> m = load_causal_lm(rc.ck);
     explain_all(*m, s + 1);
     if (on_stage) on_stage(int64_t(s) + 2, n_stages);
   }

@@ -2,6 +2,7 @@
 // demo model — a method that reads the weights decorrelates, the weight-blind `random` method does not.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -76,5 +77,38 @@ TEST(Randomization, ReaderErrorsNameTheLine) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(":2: missing string field 'text'"), std::string::npos) << e.what();
+  }
+}
+
+// Every language family: the stages name that family's head, final norm and blocks, and each stage really redraws
+// the named tensors (the explanations change), on the tiny fixture models.
+TEST(Randomization, CascadeCoversEveryLanguageFamily) {
+  struct Case {
+    const char* dir;
+    std::vector<std::string> stages;
+    const char* block0_tensor;  // a tensor that the "layer 0" stage must redraw
+  };
+  const std::vector<Case> cases = {
+      {"mamba2-f32-safetensors", {"trained", "head", "norm_f", "layer 1", "layer 0"}, "backbone.layers.0.mixer.in_proj.weight"},
+      {"rwkv-f32-safetensors", {"trained", "head", "norm_f", "layer 2", "layer 1", "layer 0"}, "rwkv.blocks.0.attention.key.weight"},
+      {"griffin-f32", {"trained", "norm_f", "layer 3", "layer 2", "layer 1", "layer 0"}, "model.layers.0.temporal_block.linear_x.weight"},
+  };
+  for (const Case& c : cases) {
+    const std::string dir = test::data_dir() + "/models/" + c.dir;
+    const Checkpoint ck = open_checkpoint(dir);
+    ASSERT_TRUE(ck.find(c.block0_tensor)) << c.dir << ": fixture lacks " << c.block0_tensor;
+    const int64_t n_layer = std::count_if(c.stages.begin(), c.stages.end(), [](const std::string& s) { return s.rfind("layer ", 0) == 0; });
+    const std::vector<RandomizationStage> st = randomization_stages(ck, n_layer);
+    std::vector<std::string> names = {"trained"};
+    for (const auto& s : st) names.push_back(s.name);
+    EXPECT_EQ(names, c.stages) << c.dir;
+    EXPECT_TRUE(st.back().selects(c.block0_tensor)) << c.dir;
+    EXPECT_FALSE(st[st.size() - 2].selects(c.block0_tensor)) << c.dir;
+    const Tokenizer tok = Tokenizer::from_file(ck.tokenizer_path);
+    const std::vector<TextExample> data = {{"the cat sat on the mat", ""}, {"a b c d e f g", ""}};
+    const RandomizationScores sc = evaluate_randomization(ck, tok, data, {Method::Gradient}, ExplainOptions{}, 5);
+    ASSERT_EQ(sc.stages, c.stages) << c.dir;
+    EXPECT_DOUBLE_EQ(sc.rho[0][0], 1.0) << c.dir;
+    EXPECT_LT(sc.rho[0].back(), 0.999) << c.dir << ": a fully random model must change the gradient map";
   }
 }
