@@ -163,16 +163,19 @@ GradResultT<Real> run(const Mamba2Model& m, const GradRequest& q) {
         std::fill(S.begin(), S.end(), Real(0));
         for (int64_t t = 0; t < T; ++t) {
           const Real d = C.delta[size_t(t * H + hh)], a = std::exp(d * Real(ly.A.p[hh]));
-          const Real* xt = C.xa.data() + t * CD + hh * P;
-          const Real* bt = C.xa.data() + t * CD + Di + g * N;
-          const Real* ct = C.xa.data() + t * CD + Di + G * N + g * N;
-          Real* out = C.ssm.data() + t * Di + hh * P;
-          for (int64_t n = 0; n < N; ++n)
+          const Real* __restrict xt = C.xa.data() + t * CD + hh * P;
+          const Real* __restrict bt = C.xa.data() + t * CD + Di + g * N;
+          const Real* __restrict ct = C.xa.data() + t * CD + Di + G * N + g * N;
+          Real* __restrict out = C.ssm.data() + t * Di + hh * P;
+          for (int64_t n = 0; n < N; ++n) {
+            Real* __restrict sn = S.data() + n * P;
+            const Real bn = bt[n], cn = ct[n];
+#pragma omp simd
             for (int64_t p = 0; p < P; ++p) {
-              Real& s = S[size_t(n * P + p)];
-              s = a * s + d * xt[p] * bt[n];
-              out[p] += ct[n] * s;
+              sn[p] = a * sn[p] + d * xt[p] * bn;
+              out[p] += cn * sn[p];
             }
+          }
         }
       }
     }, grain(T * N * P));
@@ -238,49 +241,86 @@ GradResultT<Real> run(const Mamba2Model& m, const GradRequest& q) {
       }
     // scan backward per head (states recomputed)
     std::vector<Real> dB(size_t(T * H * N), Real(0)), dC(size_t(T * H * N), Real(0));  // per head, summed into groups after
+    // States are checkpointed every KC tokens and recomputed chunk by chunk in reverse, so the working set (KC + 1
+    // states) stays in cache instead of streaming (T + 1)·N·P values per head. The inner loops run over P, contiguous,
+    // with the reductions written as explicit SIMD reductions; exp(Δ·A) is taken once per token.
     parallel_for(H, [&](int64_t h0, int64_t h1) {
-      std::vector<Real> S(size_t((T + 1) * N * P)), dS(size_t(N * P));
+      constexpr int64_t KC = 16;
+      const int64_t NP = N * P, nch = (T + KC - 1) / KC;
+      std::vector<Real> ckpt(static_cast<size_t>(nch * NP)), buf(static_cast<size_t>((KC + 1) * NP)),
+          dSv(static_cast<size_t>(NP)), av(static_cast<size_t>(T)), dxv(static_cast<size_t>(P)),
+          xacc(static_cast<size_t>(P));
       for (int64_t hh = h0; hh < h1; ++hh) {
         const int64_t g = hh / hpg;
         const Real Ah = Real(ly.A.p[hh]);
-        std::fill(S.begin(), S.begin() + N * P, Real(0));  // S[0] = initial, S[t+1] = after token t
-        for (int64_t t = 0; t < T; ++t) {
-          const Real d = C.delta[size_t(t * H + hh)], a = std::exp(d * Ah);
-          const Real* xt = C.xa.data() + t * CD + hh * P;
-          const Real* bt = C.xa.data() + t * CD + Di + g * N;
-          const Real* sp = S.data() + t * N * P;
-          Real* sn = S.data() + (t + 1) * N * P;
-          for (int64_t n = 0; n < N; ++n)
-            for (int64_t p = 0; p < P; ++p) sn[n * P + p] = a * sp[n * P + p] + d * xt[p] * bt[n];
-        }
-        std::fill(dS.begin(), dS.end(), Real(0));
-        for (int64_t t = T - 1; t >= 0; --t) {
-          const Real d = C.delta[size_t(t * H + hh)], a = std::exp(d * Ah);
-          const Real* xt = C.xa.data() + t * CD + hh * P;
-          const Real* bt = C.xa.data() + t * CD + Di + g * N;
-          const Real* ct = C.xa.data() + t * CD + Di + G * N + g * N;
-          const Real* go = dssm.data() + t * Di + hh * P;
-          const Real* st = S.data() + (t + 1) * N * P;
-          const Real* sp = S.data() + t * N * P;
-          Real dd = 0, da = 0;
+        for (int64_t t = 0; t < T; ++t) av[size_t(t)] = std::exp(C.delta[size_t(t * H + hh)] * Ah);
+        // one state step: sn = a·sp + (Δ·x)·B, the same expression as the forward scan
+        auto step = [&](Real* __restrict sn, const Real* __restrict sp, int64_t t) {
+          const Real d = C.delta[size_t(t * H + hh)], a = av[size_t(t)];
+          const Real* __restrict xt = C.xa.data() + t * CD + hh * P;
+          const Real* __restrict bt = C.xa.data() + t * CD + Di + g * N;
+          Real* __restrict dx = dxv.data();
+          for (int64_t p = 0; p < P; ++p) dx[p] = d * xt[p];
           for (int64_t n = 0; n < N; ++n) {
-            Real dc = 0, db = 0;
-            for (int64_t p = 0; p < P; ++p) {
-              dc += st[n * P + p] * go[p];
-              Real& ds = dS[size_t(n * P + p)];
-              ds += ct[n] * go[p];
-              dxa[size_t(t * CD + hh * P + p)] += ds * d * bt[n];
-              db += ds * d * xt[p];
-              dd += ds * xt[p] * bt[n];
-              da += ds * sp[n * P + p];
-            }
-            dC[size_t((t * H + hh) * N + n)] = dc, dB[size_t((t * H + hh) * N + n)] = db;
+            const Real bn = bt[n];
+            Real* __restrict o = sn + n * P;
+            const Real* __restrict i = sp + n * P;
+#pragma omp simd
+            for (int64_t p = 0; p < P; ++p) o[p] = a * i[p] + dx[p] * bn;
           }
-          ddelta[size_t(t * H + hh)] = dd + da * a * Ah;
-          for (Real& ds : dS) ds *= a;  // carried to t − 1
+        };
+        {
+          Real* cur = buf.data();
+          Real* nxt = buf.data() + NP;
+          std::fill(cur, cur + NP, Real(0));
+          for (int64_t t = 0; t < T; ++t) {
+            if (t % KC == 0) std::copy(cur, cur + NP, ckpt.data() + (t / KC) * NP);
+            step(nxt, cur, t);
+            std::swap(cur, nxt);
+          }
+        }
+        Real* __restrict dS = dSv.data();
+        std::fill(dS, dS + NP, Real(0));
+        for (int64_t c = nch - 1; c >= 0; --c) {
+          const int64_t t0 = c * KC, t1 = std::min(T, t0 + KC);
+          std::copy(ckpt.data() + c * NP, ckpt.data() + (c + 1) * NP, buf.data());
+          for (int64_t t = t0; t < t1; ++t) step(buf.data() + (t - t0 + 1) * NP, buf.data() + (t - t0) * NP, t);
+          for (int64_t t = t1 - 1; t >= t0; --t) {
+            const Real d = C.delta[size_t(t * H + hh)], a = av[size_t(t)];
+            const Real* __restrict xt = C.xa.data() + t * CD + hh * P;
+            const Real* __restrict bt = C.xa.data() + t * CD + Di + g * N;
+            const Real* __restrict ct = C.xa.data() + t * CD + Di + G * N + g * N;
+            const Real* __restrict go = dssm.data() + t * Di + hh * P;
+            const Real* __restrict st = buf.data() + (t - t0 + 1) * NP;
+            const Real* __restrict sp = buf.data() + (t - t0) * NP;
+            Real* __restrict xa = xacc.data();
+            std::fill(xa, xa + P, Real(0));
+            Real dd = 0, da = 0;
+            for (int64_t n = 0; n < N; ++n) {
+              const Real cn = ct[n], bn = bt[n], dbn = d * bn;
+              Real* __restrict ds = dS + n * P;
+              const Real* __restrict s1 = st + n * P;
+              const Real* __restrict s0 = sp + n * P;
+              Real dc = 0, dbr = 0, dan = 0;
+#pragma omp simd reduction(+ : dc, dbr, dan)
+              for (int64_t p = 0; p < P; ++p) {
+                dc += s1[p] * go[p];
+                const Real v = ds[p] + cn * go[p];
+                xa[p] += v * dbn;
+                dbr += v * xt[p];
+                dan += v * s0[p];
+                ds[p] = v * a;  // carried to t − 1
+              }
+              dC[size_t((t * H + hh) * N + n)] = dc, dB[size_t((t * H + hh) * N + n)] = d * dbr;
+              dd += dbr * bn, da += dan;
+            }
+            Real* __restrict dxt = dxa.data() + t * CD + hh * P;
+            for (int64_t p = 0; p < P; ++p) dxt[p] += xa[p];
+            ddelta[size_t(t * H + hh)] = dd + da * a * Ah;
+          }
         }
       }
-    }, grain(4 * T * N * P));
+    }, 1);
     if (!rules.ssm) {
       for (int64_t t = 0; t < T; ++t)
         for (int64_t hh = 0; hh < H; ++hh) {

@@ -262,6 +262,44 @@ TEST_P(Mamba2Explain, GradientMatchesFiniteDifferences) {
   }
 }
 
+// A sequence longer than the scan backward's checkpoint interval (16 tokens), so the states are recomputed across
+// several chunks: finite differences at tokens in the first chunks, and the f32 engine against the double one.
+TEST_P(Mamba2Explain, GradientAcrossScanChunks) {
+  Loaded2 l = load2(GetParam());
+  const Mamba2Model& m = *l.model;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 41; ++i) ids.push_back(int32_t((i * 7 + 3) % 10));
+  const int64_t T = int64_t(ids.size()), Dm = m.d_model();
+  const Tensor e = m.embed(ids);
+  GradRequest q = request(m, &e, T - 1, 11);
+  q.ids = ids;
+  const GradResultT<double> g = mamba2_gradient_f64(m, q);
+  const GradResult g32 = mamba2_gradient(m, q);
+  double gmax = 0, err32 = 0;
+  for (size_t i = 0; i < g.grad.size(); ++i) {
+    gmax = std::max(gmax, std::fabs(g.grad[i]));
+    err32 = std::max(err32, std::fabs(double(g32.grad[i]) - g.grad[i]));
+  }
+  ASSERT_GT(gmax, 1e-6);
+  EXPECT_LT(err32 / gmax, 1e-3);
+  std::mt19937_64 rng(5);
+  double worst = 0;
+  for (int k = 0; k < 12; ++k) {
+    const int64_t t = (k % 3 == 0) ? int64_t(k % 16) : int64_t(rng() % uint64_t(T)), d = int64_t(rng() % uint64_t(Dm));
+    Tensor ep = e, em = e;
+    const float h = 2e-4f;
+    ep.data[size_t(t * Dm + d)] += h;
+    em.data[size_t(t * Dm + d)] -= h;
+    const double step = double(ep.data[size_t(t * Dm + d)]) - double(em.data[size_t(t * Dm + d)]);
+    GradRequest qp = q, qm = q;
+    qp.embeds = &ep, qm.embeds = &em;
+    const double fd = (mamba2_gradient_f64(m, qp).f - mamba2_gradient_f64(m, qm).f) / step;
+    worst = std::max(worst, std::fabs(fd - g.grad[size_t(t * Dm + d)]) / gmax);
+  }
+  EXPECT_LT(worst, 1e-5);
+  std::printf("[%s T %lld] FD rel err %.3g, f32 vs f64 rel err %.3g\n", GetParam(), (long long)T, worst, err32 / gmax);
+}
+
 TEST_P(Mamba2Explain, GradientMethodsRunThroughExplain) {
   Loaded2 l = load2(GetParam());
   const Mamba2Model& m = *l.model;
