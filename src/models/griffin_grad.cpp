@@ -6,6 +6,8 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "ops/backward.h"
+#include "ops/linear.h"
 
 namespace ssmx {
 
@@ -20,6 +22,12 @@ inline int64_t grain(int64_t I, int64_t O) { return std::max<int64_t>(1, (int64_
 // y (T, O) = x (T, I) · wᵀ + b   (w: (O, I) row-major)
 template <typename R>
 void lin(Vec<R>& y, const R* x, const float* w, const float* b, int64_t T, int64_t I, int64_t O) {
+  if constexpr (std::is_same_v<R, float>) {
+    // f32: sgemm over fixed tiles (ops/linear.cpp), independent of the thread count.
+    y.resize(size_t(T * O));
+    linear_forward(y.data(), x, w, b, T, I, O);
+    return;
+  }
   y.assign(size_t(T * O), R(0));
   // Rows are independent: threads only pay off on real model sizes (bitwise the same either way).
   parallel_for(T, [&](int64_t t0, int64_t t1) {
@@ -37,6 +45,11 @@ void lin(Vec<R>& y, const R* x, const float* w, const float* b, int64_t T, int64
 // dx (T, I) += dy (T, O) · w
 template <typename R>
 void lin_back(R* dx, const R* dy, const float* w, int64_t T, int64_t I, int64_t O) {
+  if constexpr (std::is_same_v<R, float>) {
+    // f32: sgemm over fixed tiles (ops/backward.cpp), independent of the thread count.
+    linear_backward<float>(dx, dy, w, T, I, O, O, I, true);
+    return;
+  }
   parallel_for(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t o = 0; o < O; ++o) {

@@ -2,8 +2,9 @@
 // plain or with LRP rules, for explain() (attribution/backend.h).
 //
 // f = seed · GemmaRMSNorm_f(h_L)[position], before the LM head and its soft cap. One forward pass over tokens
-// 0..position caches every layer's values; one backward pass walks the layers in reverse. Written plainly (loops, no
-// BLAS), templated on the real type so that the double version is the reference of the tests.
+// 0..position caches every layer's values; one backward pass walks the layers in reverse. Templated on the real type
+// so that the double version (plain loops) is the reference of the tests; the f32 version's dense projections go
+// through OpenBLAS sgemm over fixed tiles (ops/linear.h, ops/backward.h), independent of the thread count.
 //
 // Rules (GradRequest::rules; all off = the exact gradient):
 //   norm: every Gemma RMSNorm's 1/rms held constant
