@@ -68,6 +68,31 @@ struct Backend {
   virtual void check(const ExplainOptions&) const {}
 };
 
+// The part every causal-LM backend shares: the input ids and their embeddings (Model::embed), the target resolved from
+// the head's input (the "norm_f" activation) and the LM head, token baselines from the embedding rows. Model is a
+// family class with embed, forward, lm_head() and embedding().
+template <typename Model>
+struct LmBackend : Backend {
+  const Model& m;
+  const ClassHead* head;
+  LmBackend(const Model& model, const ClassHead* h, const std::vector<int32_t>& in, int64_t layers, int64_t channels)
+      : m(model), head(h) {
+    T = int64_t(in.size()), Dm = model.d_model(), L = layers, E = channels;
+    ids = in;
+    embeds = model.embed(in);
+  }
+  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
+    ForwardOptions fo;
+    fo.all_logits = false;
+    fo.keep_final_hidden = true;
+    const ForwardResult fr = m.forward(ids, fo);
+    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.vocab_size(), head, want,
+                             zero_biases);
+  }
+  const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
+  int64_t vocab() const override { return m.vocab_size(); }
+};
+
 Explanation explain_core(const Backend& b, const ExplainOptions& o);
 
 // The text backend of a causal LM, by family (attribution/backends.cpp); throws ssmx::Error for a family without one.

@@ -153,32 +153,10 @@ struct VimLayerAttention : LayerAttention {
   }
 };
 
-struct MambaBackend : Backend {
-  const MambaModel& m;
-  const ClassHead* head;
-  MambaBackend(const MambaModel& model, const ClassHead* h, const std::vector<int32_t>& in) : m(model), head(h) {
-    const MambaConfig& c = m.config();
-    T = int64_t(in.size()), Dm = c.d_model, L = c.n_layer, E = c.d_inner;
-    ids = in;
-    embeds = Tensor({T, Dm});
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t id = ids[size_t(t)];
-      if (id < 0 || id >= c.vocab)
-        throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(c.vocab));
-      std::copy(m.embedding().p + id * Dm, m.embedding().p + (id + 1) * Dm, embeds.ptr() + t * Dm);
-    }
-  }
-  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
-    ForwardOptions fo;
-    fo.all_logits = false;
-    fo.keep_final_hidden = true;
-    const ForwardResult fr = m.forward(ids, fo);
-    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.config().vocab, head, want,
-                             zero_biases);
-  }
+struct MambaBackend : LmBackend<MambaModel> {
+  MambaBackend(const MambaModel& model, const ClassHead* h, const std::vector<int32_t>& in)
+      : LmBackend(model, h, in, model.config().n_layer, model.config().d_inner) {}
   GradResult gradient(const GradRequest& q) const override { return mamba_gradient(m, q); }
-  const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
-  int64_t vocab() const override { return m.config().vocab; }
   void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
     ForwardOptions fo;
     fo.all_logits = false;

@@ -88,28 +88,14 @@ struct GriffinLocalAttention : LayerAttention {
   }
 };
 
-struct GriffinBackend : Backend {
-  const GriffinModel& m;
-  const ClassHead* head;
+struct GriffinBackend : LmBackend<GriffinModel> {
+  GriffinBackend(const GriffinModel& model, const ClassHead* h, const std::vector<int32_t>& in)
+      : LmBackend(model, h, in, model.config().n_layer, model.config().lru_width) {}
   mutable std::mutex mu;
   mutable std::map<int64_t, std::vector<float>> scaled_rows;
-  GriffinBackend(const GriffinModel& model, const ClassHead* h, const std::vector<int32_t>& in) : m(model), head(h) {
-    const GriffinConfig& c = m.config();
-    T = int64_t(in.size()), Dm = c.d_model, L = c.n_layer, E = c.lru_width;
-    ids = in;
-    embeds = m.embed(ids);
-  }
   void check(const ExplainOptions& o) const override {
     if (o.compat == "official")
       throw Error("--compat", "'official' reproduces the published Mamba / Vision Mamba code; recurrent_gemma has none (use --compat none)");
-  }
-  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
-    ForwardOptions fo;
-    fo.all_logits = false;
-    fo.keep_final_hidden = true;
-    const ForwardResult fr = m.forward(ids, fo);
-    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.config().vocab, head, want,
-                             zero_biases);
   }
   GradResult gradient(const GradRequest& q) const override { return griffin_gradient(m, q); }
   // Baselines live in the space of embed(): the row scaled by bf16(√Dm).
@@ -119,7 +105,6 @@ struct GriffinBackend : Backend {
     if (r.empty()) r = m.embed({int32_t(id)}).data;
     return r.data();
   }
-  int64_t vocab() const override { return m.config().vocab; }
   void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
     ForwardOptions fo;
     fo.all_logits = false;

@@ -123,26 +123,10 @@ struct Mamba2LayerAttention : LayerAttention {
   }
 };
 
-struct Mamba2Backend : Backend {
-  const Mamba2Model& m;
-  const ClassHead* head;
-  Mamba2Backend(const Mamba2Model& model, const ClassHead* h, const std::vector<int32_t>& in) : m(model), head(h) {
-    const Mamba2Config& c = m.config();
-    T = int64_t(in.size()), Dm = c.d_model, L = c.n_layer, E = c.d_inner;
-    ids = in;
-    embeds = m.embed(ids);
-  }
-  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
-    ForwardOptions fo;
-    fo.all_logits = false;
-    fo.keep_final_hidden = true;
-    const ForwardResult fr = m.forward(ids, fo);
-    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.config().vocab, head, want,
-                             zero_biases);
-  }
+struct Mamba2Backend : LmBackend<Mamba2Model> {
+  Mamba2Backend(const Mamba2Model& model, const ClassHead* h, const std::vector<int32_t>& in)
+      : LmBackend(model, h, in, model.config().n_layer, model.config().d_inner) {}
   GradResult gradient(const GradRequest& q) const override { return mamba2_gradient(m, q); }
-  const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
-  int64_t vocab() const override { return m.config().vocab; }
   void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
     ForwardOptions fo;
     fo.all_logits = false;

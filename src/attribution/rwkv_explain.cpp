@@ -37,26 +37,10 @@ struct RwkvLayerAttention : LayerAttention {
   Tensor rows(AttnKind k, int64_t pos, bool) const override { return rwkv_attention_row(in(k), pos); }
 };
 
-struct RwkvBackend : Backend {
-  const RwkvModel& m;
-  const ClassHead* head;
-  RwkvBackend(const RwkvModel& model, const ClassHead* h, const std::vector<int32_t>& in) : m(model), head(h) {
-    const RwkvConfig& c = m.config();
-    T = int64_t(in.size()), Dm = c.hidden, L = c.n_layer, E = c.att;
-    ids = in;
-    embeds = m.embed(ids);
-  }
-  ResolvedTarget resolve(const Target& want, bool zero_biases) const override {
-    ForwardOptions fo;
-    fo.all_logits = false;
-    fo.keep_final_hidden = true;
-    const ForwardResult fr = m.forward(ids, fo);
-    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.config().vocab, head, want,
-                             zero_biases);
-  }
+struct RwkvBackend : LmBackend<RwkvModel> {
+  RwkvBackend(const RwkvModel& model, const ClassHead* h, const std::vector<int32_t>& in)
+      : LmBackend(model, h, in, model.config().n_layer, model.config().att) {}
   GradResult gradient(const GradRequest& q) const override { return rwkv_gradient(m, q); }
-  const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
-  int64_t vocab() const override { return m.config().vocab; }
   void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const override {
     ForwardOptions fo;
     fo.all_logits = false;
