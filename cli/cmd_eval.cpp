@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "api/explain_report.h"
 #include "attribution/explain.h"
 #include "common.h"
 #include "core/error.h"
@@ -29,23 +30,6 @@ struct EvidenceCli {
   int64_t start_layer = -1;  // -1: 0 for text, 15/24 of the depth for images
 };
 
-std::vector<Method> parse_methods(const std::string& s) {
-  std::vector<Method> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    const std::string name = s.substr(pos, end - pos);
-    if (name == "all") {
-      for (Method m : all_methods()) out.push_back(m);
-    } else {
-      out.push_back(parse_method(name));
-    }
-    pos = end + 1;
-  }
-  return out;
-}
-
 void run_evidence(const EvidenceCli& o, const Globals& g) {
   set_verbose(g.verbose);
   set_num_threads(g.threads);
@@ -63,7 +47,7 @@ void run_evidence(const EvidenceCli& o, const Globals& g) {
   if (!m.tok) throw Error(o.model, "no tokenizer.json next to the weights (the data is text)");
   std::vector<EvidenceExample> data = read_evidence_jsonl(o.data);
   if (o.limit > 0 && int64_t(data.size()) > o.limit) data.resize(size_t(o.limit));
-  const std::vector<Method> methods = parse_methods(o.methods);
+  const std::vector<Method> methods = parse_method_list(o.methods);
   ExplainOptions base;
   base.start_layer = std::max<int64_t>(o.start_layer, 0);
   Progress bar("evidence", int64_t(data.size()), g.verbose);
@@ -132,7 +116,7 @@ void run_flipping_cli(const FlipCli& o, const Globals& g) {
   spec.flip.steps = o.steps;
   spec.flip.skip_first = o.skip_first, spec.flip.skip_last = o.skip_last;
   spec.flip.abs = o.abs;
-  spec.methods = parse_methods(o.methods);
+  spec.methods = parse_method_list(o.methods);
   spec.base.start_layer = o.start_layer;
   spec.base.seed = o.seed;
   spec.shard = si, spec.shards = sn;

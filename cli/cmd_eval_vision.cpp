@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "api/explain_report.h"
 #include "api/image_report.h"
 #include "common.h"
 #include "core/error.h"
@@ -16,23 +17,6 @@
 namespace ssmx::cli {
 
 namespace {
-
-std::vector<Method> parse_method_names(const std::string& s) {
-  std::vector<Method> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    const std::string name = s.substr(pos, end - pos);
-    if (name == "all") {
-      for (Method m : all_methods()) out.push_back(m);
-    } else {
-      out.push_back(parse_method(name));
-    }
-    pos = end + 1;
-  }
-  return out;
-}
 
 void parse_shard(const std::string& s, int64_t& si, int64_t& sn) {
   const size_t sl = s.find('/');
@@ -106,7 +90,7 @@ Prepared prepare(const VisionCli& o, const Globals& g, const char* what) {
   if (o.limit < 0) throw Error("--limit", "must not be negative");
   if (o.start_layer < -1) throw Error("--start-layer", "must not be negative");
   if (o.compat != "none" && o.compat != "official") throw Error("--compat", "expected none or official, got '" + o.compat + "'");
-  p.spec.methods = parse_method_names(o.methods);
+  p.spec.methods = parse_method_list(o.methods);
   p.spec.base.start_layer = o.start_layer;
   p.spec.base.seed = o.seed;
   p.spec.base.compat = o.compat;
@@ -186,7 +170,7 @@ void run_image_evidence(const Loaded& m, const std::string& model, const std::st
   VisionData d = read_vision_data(data, "", read_class_names(m.ck, m.vim->config().n_classes));
   if (limit > 0 && int64_t(d.examples.size()) > limit) d.examples.resize(size_t(limit));
   VisionRunSpec spec;
-  spec.methods = parse_method_names(methods);
+  spec.methods = parse_method_list(methods);
   spec.base.start_layer = start_layer;
   Progress bar("pointing game", int64_t(d.examples.size()), g.verbose);
   const auto sum = summarize_segmentation(run_segmentation(*m.vim, d, spec, [&] { bar.step(); }));
