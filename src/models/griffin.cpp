@@ -303,14 +303,9 @@ std::unique_ptr<GriffinModel> GriffinModel::load(const Checkpoint& ck) {
 }
 
 Tensor GriffinModel::embed(const std::vector<int32_t>& ids) const {
-  const int64_t T = int64_t(ids.size()), Dm = cfg_.d_model, V = cfg_.vocab;
-  if (T == 0) throw Error("input", "no tokens to run");
-  for (int32_t id : ids)
-    if (id < 0 || id >= V)
-      throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(V));
-  Tensor e({T, Dm});
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t d = 0; d < Dm; ++d) e.ptr()[t * Dm + d] = embed_.p[int64_t(ids[size_t(t)]) * Dm + d] * cfg_.normalizer;
+  if (ids.empty()) throw Error("input", "no tokens to run");
+  Tensor e = embedding_rows(embed_, cfg_.vocab, cfg_.d_model, ids);
+  for (float& x : e.data) x *= cfg_.normalizer;
   return e;
 }
 

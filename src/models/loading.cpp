@@ -1,5 +1,7 @@
 #include "models/loading.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace ssmx {
@@ -57,6 +59,18 @@ bool config_int(const nlohmann::json& c, const char* key, int64_t* out) {
   if (!c.contains(key) || c[key].is_null() || !c[key].is_number_integer()) return false;
   *out = c[key].get<int64_t>();
   return true;
+}
+
+Tensor embedding_rows(const Param& table, int64_t vocab, int64_t dm, const std::vector<int32_t>& ids) {
+  const int64_t T = int64_t(ids.size());
+  Tensor e({T, dm});
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t id = ids[size_t(t)];
+    if (id < 0 || id >= vocab)
+      throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(vocab));
+    std::copy(table.p + id * dm, table.p + (id + 1) * dm, e.ptr() + t * dm);
+  }
+  return e;
 }
 
 }  // namespace ssmx

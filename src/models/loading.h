@@ -36,4 +36,7 @@ struct TensorLoader {
 // An integer config key, if present; null and non-integers ("auto") count as absent.
 bool config_int(const nlohmann::json& c, const char* key, int64_t* out);
 
+// Rows ids of an embedding table (vocab, dm) as a (T, dm) tensor; an id outside the vocabulary is an ssmx::Error.
+Tensor embedding_rows(const Param& table, int64_t vocab, int64_t dm, const std::vector<int32_t>& ids);
+
 }  // namespace ssmx

@@ -209,16 +209,7 @@ ForwardResult MambaModel::forward_embeds(const Tensor& embeds, const ForwardOpti
 }
 
 Tensor MambaModel::embed(const std::vector<int32_t>& ids) const {
-  const int64_t T = int64_t(ids.size()), Dm = cfg_.d_model;
-  Tensor e({T, Dm});
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t id = ids[size_t(t)];
-    if (id < 0 || id >= cfg_.vocab)
-      throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " +
-                               std::to_string(cfg_.vocab));
-    std::copy(embed_.p + id * Dm, embed_.p + (id + 1) * Dm, e.ptr() + t * Dm);
-  }
-  return e;
+  return embedding_rows(embed_, cfg_.vocab, cfg_.d_model, ids);
 }
 
 ForwardResult MambaModel::forward_impl(const std::vector<int32_t>* ids_p, const Tensor* embeds,

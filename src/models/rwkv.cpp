@@ -215,15 +215,7 @@ std::unique_ptr<RwkvModel> RwkvModel::load(const Checkpoint& ck) {
 }
 
 Tensor RwkvModel::embed(const std::vector<int32_t>& ids) const {
-  const int64_t T = int64_t(ids.size()), H = cfg_.hidden, V = cfg_.vocab;
-  Tensor e({T, H});
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t id = ids[size_t(t)];
-    if (id < 0 || id >= V)
-      throw Error("input", "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(V));
-    std::memcpy(e.ptr() + t * H, embed_.p + id * H, size_t(H) * 4);
-  }
-  return e;
+  return embedding_rows(embed_, cfg_.vocab, cfg_.hidden, ids);
 }
 
 ForwardResult RwkvModel::forward(const std::vector<int32_t>& ids, const ForwardOptions& opt) const {
