@@ -141,7 +141,7 @@ TEST(RwkvExplain, GradientMatchesFiniteDifferencesInDouble) {
   }
 }
 
-TEST(RwkvExplain, GradYIsTheGradientOfTheGatedWkvOutput) {
+TEST(RwkvExplain, GradYOfTheGatedWkvOutputAgreesBetweenF32AndF64) {
   // f is linear in r⊙wkv of the last layer only through W_o: check grad_y[L−1] by a finite difference of the
   // residual: perturbing (r⊙wkv)[t, a] by δ moves the residual by δ·scale·W_o[:, a]; equivalently grad_y = scale·
   // grad_resid_after·W_o. Verify through the f64 engine: grad_y[l]·(r⊙wkv) summed equals the relevance the gated
