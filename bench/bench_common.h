@@ -32,16 +32,60 @@ inline double measure_sgemm_peak(int n = 2048) {
   return 2.0 * double(n) * n * n / best;
 }
 
-// Reads {"results": [{"T": 512, "seconds": 1.23}, ...]} written by scripts/bench_reference.py.
-inline std::map<int64_t, double> read_reference(const std::string& path) {
+// Reads {"results": [{"T": 512, "seconds": 1.23}, ...]} written by scripts/bench_reference.py; `key` picks another
+// list of the same form (the family reference scripts write "explain_results" beside "results").
+inline std::map<int64_t, double> read_reference(const std::string& path, const std::string& key = "results") {
   std::map<int64_t, double> out;
   std::ifstream f(path);
   if (!f) return out;
   nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-  if (j.is_discarded() || !j.contains("results")) return out;
-  for (const auto& r : j["results"])
+  if (j.is_discarded() || !j.contains(key) || !j[key].is_array()) return out;
+  for (const auto& r : j[key])
     if (r.contains("T") && r.contains("seconds")) out[r["T"].get<int64_t>()] = r["seconds"].get<double>();
   return out;
+}
+
+// Comma-separated lengths ("512,2048").
+inline std::vector<int64_t> parse_lengths(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    if (j > i) out.push_back(std::stoll(s.substr(i, j - i)));
+    i = j + 1;
+  }
+  return out;
+}
+
+// Prints "T  ssmx  PyTorch  speed-up" rows under `title` and returns them as JSON rows
+// [{"T", "ssmx_s", "pytorch_s", "speedup"}] (null where the reference has no entry for that T).
+inline nlohmann::ordered_json compare_table(const std::string& title, const std::map<int64_t, double>& ours,
+                                            const std::map<int64_t, double>& ref) {
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  std::printf("\n%s\n%6s  %10s  %12s  %9s\n", title.c_str(), "T", "ssmx (s)", "PyTorch (s)", "speed-up");
+  for (const auto& [T, t] : ours) {
+    auto it = ref.find(T);
+    char refs[32] = "n/a", spd[32] = "n/a";
+    nlohmann::ordered_json r = {{"T", T}, {"ssmx_s", t}, {"pytorch_s", nullptr}, {"speedup", nullptr}};
+    if (it != ref.end()) {
+      std::snprintf(refs, sizeof refs, "%.3f", it->second);
+      std::snprintf(spd, sizeof spd, "%.2fx", it->second / t);
+      r["pytorch_s"] = it->second;
+      r["speedup"] = it->second / t;
+    }
+    std::printf("%6lld  %10.3f  %12s  %9s\n", (long long)T, t, refs, spd);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+// One-minute load average, so a result file says whether the machine was quiet when it was measured.
+inline double load_average_1min() {
+  std::ifstream la("/proc/loadavg");
+  double load = -1;
+  la >> load;
+  return load;
 }
 
 // Pulls "--name=value" out of argv (so Google Benchmark does not see it).

@@ -4,9 +4,9 @@
 // channel-mean implicit attention of one recurrent layer.
 //
 //   build/bench_griffin [--reference=bench/results/reference_griffin.json] [--json=bench/results/griffin.json]
-//                       [--seqlens=512,2048] [--explain-seqlens=128]
+//                       [--seqlens=512,2048] [--explain-seqlens=512] [--threads=N]
 // and `explain --method grad-input` (one forward + backward of griffin_grad; f32 dense projections through OpenBLAS
-// sgemm) at --explain-seqlens.
+// sgemm) at --explain-seqlens, next to the reference's autograd explanation ("explain_results").
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -17,6 +17,7 @@
 #include "attribution/explain.h"
 #include "attribution/griffin_attention.h"
 #include "bench_common.h"
+#include "core/large_pages.h"
 #include "core/runtime.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -146,59 +147,42 @@ void bm_explain(benchmark::State& st) {
 
 int main(int argc, char** argv) {
   ensure_blas_core(argc, argv);
+  install_large_page_allocator();
   const std::string ref_path = bench::take_flag(argc, argv, "reference", "bench/results/reference_griffin.json");
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   const std::string seqlens = bench::take_flag(argc, argv, "seqlens", "512,2048");
-  const std::string explain_seqlens = bench::take_flag(argc, argv, "explain-seqlens", "128");
+  const std::string explain_seqlens = bench::take_flag(argc, argv, "explain-seqlens", "512");
   set_num_threads(std::stoi(bench::take_flag(argc, argv, "threads", "0")));
   const std::string dir = (std::filesystem::temp_directory_path() / "ssmx-bench-griffin").string();
   write_random_griffin(dir);
   g.ck = open_checkpoint(dir);
   g.model = load_causal_lm(g.ck);
 
-  std::vector<int64_t> Ts;
-  std::stringstream ss(seqlens);
-  for (std::string s; std::getline(ss, s, ',');) Ts.push_back(std::stoll(s));
+  const std::vector<int64_t> Ts = bench::parse_lengths(seqlens), Te = bench::parse_lengths(explain_seqlens);
   for (int64_t T : Ts) {
     benchmark::RegisterBenchmark(("forward_griffin110m/T=" + std::to_string(T)).c_str(), bm_forward)
         ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
     benchmark::RegisterBenchmark(("attention_mean_layer0/T=" + std::to_string(T)).c_str(), bm_attention)
         ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
   }
-  std::vector<int64_t> Te;
-  std::stringstream se(explain_seqlens);
-  for (std::string s; std::getline(se, s, ',');) Te.push_back(std::stoll(s));
   for (int64_t T : Te)
     benchmark::RegisterBenchmark(("explain_grad_input/T=" + std::to_string(T)).c_str(), bm_explain)
         ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
 
-  const auto ref = bench::read_reference(ref_path);
-  std::printf("\nforward, Griffin ~110M shape (12 layers, D=768, W=768, F=2304, V=32000, all logits), %d threads\n",
-              num_threads());
-  std::printf("%6s  %10s  %12s  %9s  %16s\n", "T", "ssmx (s)", "PyTorch (s)", "speed-up", "attn mean (s)");
   nlohmann::ordered_json out;
-  out["machine"] = {{"threads", num_threads()}, {"blas", blas_core_reason()}};
+  out["machine"] = {{"threads", num_threads()}, {"blas", blas_core_reason()},
+                    {"load_average_1min", bench::load_average_1min()}};
   out["shape"] = {{"hidden", kDm}, {"lru_width", kW}, {"heads", kH}, {"head_dim", kHd}, {"kv_heads", 1},
                   {"mlp_width", kF}, {"layers", kLayers}, {"vocab", kV}};
-  for (int64_t T : Ts) {
-    const double t = g.best[T];
-    auto it = ref.find(T);
-    char refs[32] = "n/a", spd[32] = "n/a";
-    if (it != ref.end()) {
-      std::snprintf(refs, sizeof refs, "%.3f", it->second);
-      std::snprintf(spd, sizeof spd, "%.1fx", it->second / t);
-    }
-    std::printf("%6lld  %10.3f  %12s  %9s  %16.3f\n", (long long)T, t, refs, spd, g.best_attn[T]);
-    out["results"].push_back({{"T", T}, {"ssmx_s", t}, {"attention_mean_layer0_s", g.best_attn[T]},
-                              {"pytorch_s", it != ref.end() ? nlohmann::ordered_json(it->second) : nlohmann::ordered_json(nullptr)},
-                              {"speedup", it != ref.end() ? nlohmann::ordered_json(it->second / t) : nlohmann::ordered_json(nullptr)}});
-  }
-  for (int64_t T : Te) {
-    std::printf("explain grad-input T=%lld: %.3f s\n", (long long)T, g.best_explain[T]);
-    out["explain_grad_input"].push_back({{"T", T}, {"seconds", g.best_explain[T]}});
-  }
+  out["results"] = bench::compare_table("forward, Griffin ~110M shape (12 layers, D=768, W=768, F=2304, V=32000, "
+                                        "all logits), " + std::to_string(num_threads()) + " threads",
+                                        g.best, bench::read_reference(ref_path));
+  for (auto& r : out["results"]) r["attention_mean_layer0_s"] = g.best_attn[r["T"].get<int64_t>()];
+  out["explain_grad_input"] = bench::compare_table(
+      "explain --method grad-input (target forward + gradient engine) vs PyTorch autograd, same shape",
+      g.best_explain, bench::read_reference(ref_path, "explain_results"));
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);

@@ -3,8 +3,9 @@
 // reference's time on the same shape (scripts/bench_mamba2_reference.py) next to it.
 //
 //   build/bench_mamba2 [--reference=bench/results/reference_mamba2.json] [--json=bench/results/mamba2.json]
-//                      [--layers=24] [--seqlens=512,2048] [--threads=N] [--explain=0]
-// Also times `explain --method grad-input` (the gradient engine) at the same lengths unless --explain=0.
+//                      [--layers=24] [--seqlens=512,2048] [--explain-seqlens=512] [--threads=N]
+// Also times `explain --method grad-input` (the gradient engine) at --explain-seqlens (empty: skipped), next to the
+// reference's autograd explanation ("explain_results" of the reference file).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -33,7 +34,6 @@ struct State {
   int layers = 24;
   std::map<int64_t, double> best;
   std::map<int64_t, double> best_explain;  // explain grad-input (gradient engine), by T
-  bool explain = true;
 } g;
 
 void write_random_mamba2(const std::string& dir, int layers) {
@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
   const std::string json_path = bench::take_flag(argc, argv, "json", "");
   g.layers = std::stoi(bench::take_flag(argc, argv, "layers", "24"));
   const std::string seqlens = bench::take_flag(argc, argv, "seqlens", "512,2048");
-  g.explain = bench::take_flag(argc, argv, "explain", "1") != "0";  // --explain=0 skips the explain timing
+  const std::string explain_seqlens = bench::take_flag(argc, argv, "explain-seqlens", "512");  // "" skips explain
   set_num_threads(std::stoi(bench::take_flag(argc, argv, "threads", "0")));
   const std::string dir = (std::filesystem::temp_directory_path() / "ssmx-bench-mamba2-130m").string();
   std::fprintf(stderr, "bench: writing a random %d-layer mamba2-130m-shaped model to %s\n", g.layers, dir.c_str());
@@ -119,42 +119,27 @@ int main(int argc, char** argv) {
   g.ck = open_checkpoint(dir);
   g.model = load_causal_lm(g.ck);
 
-  std::vector<int64_t> Ts;
-  std::stringstream ss(seqlens);
-  for (std::string s; std::getline(ss, s, ',');) Ts.push_back(std::stoll(s));
+  const std::vector<int64_t> Ts = bench::parse_lengths(seqlens), Te = bench::parse_lengths(explain_seqlens);
   for (int64_t T : Ts)
     benchmark::RegisterBenchmark(("forward_mamba2_130m/T=" + std::to_string(T)).c_str(), bm_forward)
         ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
-  if (g.explain)
-    for (int64_t T : Ts)
-      benchmark::RegisterBenchmark(("explain_grad_input_mamba2_130m/T=" + std::to_string(T)).c_str(), bm_explain)
-          ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+  for (int64_t T : Te)
+    benchmark::RegisterBenchmark(("explain_grad_input_mamba2_130m/T=" + std::to_string(T)).c_str(), bm_explain)
+        ->Arg(T)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
 
-  const auto ref = bench::read_reference(ref_path);
   nlohmann::ordered_json out;
   out["shape"] = {{"layers", g.layers}, {"d_model", kDm}, {"d_inner", kDi}, {"heads", kH}, {"head_dim", kP},
                   {"groups", kG}, {"state", kN}, {"vocab", kV}};
-  out["machine"] = {{"threads", num_threads()}, {"blas", blas_core_reason()}};
-  std::printf("\nforward, mamba2-130m shape (%d layers), all logits, %d threads\n%6s  %10s  %12s  %9s\n", g.layers,
-              num_threads(), "T", "ssmx (s)", "PyTorch (s)", "speed-up");
-  for (int64_t T : Ts) {
-    const double t = g.best[T];
-    auto it = ref.find(T);
-    std::printf("%6lld  %10.3f  %12s  %9s\n", (long long)T, t,
-                it != ref.end() ? std::to_string(it->second).c_str() : "n/a",
-                it != ref.end() ? (std::to_string(it->second / t) + "x").c_str() : "n/a");
-    out["results"].push_back({{"T", T}, {"ssmx_s", t},
-                              {"pytorch_s", it != ref.end() ? nlohmann::ordered_json(it->second) : nlohmann::ordered_json(nullptr)}});
-  }
-  if (g.explain) {
-    std::printf("\nexplain --method grad-input (forward + gradient engine), same shape\n%6s  %10s\n", "T", "ssmx (s)");
-    for (int64_t T : Ts) {
-      std::printf("%6lld  %10.3f\n", (long long)T, g.best_explain[T]);
-      out["explain_grad_input"].push_back({{"T", T}, {"ssmx_s", g.best_explain[T]}});
-    }
-  }
+  out["machine"] = {{"threads", num_threads()}, {"blas", blas_core_reason()},
+                    {"load_average_1min", bench::load_average_1min()}};
+  out["results"] = bench::compare_table("forward, mamba2-130m shape (" + std::to_string(g.layers) +
+                                            " layers), all logits, " + std::to_string(num_threads()) + " threads",
+                                        g.best, bench::read_reference(ref_path));
+  out["explain_grad_input"] = bench::compare_table(
+      "explain --method grad-input (target forward + gradient engine) vs PyTorch autograd, same shape",
+      g.best_explain, bench::read_reference(ref_path, "explain_results"));
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);

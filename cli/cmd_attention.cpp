@@ -93,10 +93,166 @@ std::string gib(double bytes) {
   return b;
 }
 
+// The row --row asks for (negative counts from the end), or -1 for full matrices.
+int64_t query_row(const AttnOpts& o, int64_t T) {
+  if (!o.row_set) return -1;
+  const int64_t qrow = o.row < 0 ? T + o.row : o.row;
+  if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o.row) + " is outside the " + std::to_string(T) + " tokens");
+  return qrow;
+}
+
+// Bytes of one layer's output: full (channels, T, T) or (T, T) reduced; a row (channels, T) or (T).
+double output_bytes(const AttnOpts& o, int64_t T, int64_t channels) {
+  const bool reduce = o.reduce != "none";
+  return o.row_set ? (reduce ? double(T) : double(channels) * T) * 4.0
+                   : (reduce ? double(T) * T : double(channels) * T * T) * 4.0;
+}
+
+// Refuses work whose estimate `need` does not fit in --max-memory (default: the memory available now).
+void check_memory(const AttnOpts& o, double need, double out_bytes) {
+  const double limit = o.max_memory_gb > 0 ? o.max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
+  log_verbose("memory estimate: " + gib(need) + " (output " + gib(out_bytes) + " per layer), limit " + gib(limit));
+  if (need > limit)
+    throw Error("attention", "this request needs about " + gib(need) + " (" + gib(out_bytes) + " per layer for the output) but " +
+                                 gib(limit) + " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
+}
+
+// The options a language model of a family without Mamba's extras (class token, --terms) cannot take.
+void check_language_input(const AttnOpts& o) {
+  if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
+  if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
+  if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
+  if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+}
+
+// Reduction over the leading axis of `rows` (n_ch, n) → (n): mean, mean of |·| or max.
+Tensor reduce_channels(const float* rows, int64_t n_ch, int64_t n, AttnReduce red) {
+  Tensor out({n});
+  for (int64_t j = 0; j < n; ++j) {
+    double acc = red == AttnReduce::Max ? -INFINITY : 0.0;
+    for (int64_t c = 0; c < n_ch; ++c) {
+      const double v = rows[c * n + j];
+      if (red == AttnReduce::Max) acc = std::max(acc, v);
+      else acc += red == AttnReduce::AbsMean ? std::fabs(v) : v;
+    }
+    out.ptr()[j] = float(red == AttnReduce::Max ? acc : acc / double(n_ch));
+  }
+  return out;
+}
+
+std::vector<std::string> token_texts(const Loaded& m, const std::vector<int32_t>& ids) {
+  std::vector<std::string> tokens;
+  for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
+  return tokens;
+}
+
+// What every family writes: one .npy (and PNG) per layer named layerNN.KIND.{full|rowI}[.REDUCE], index.json
+// describing the run and each file, and overview.png when more than one layer has a single-picture result.
+class AttentionWriter {
+ public:
+  // ids: the input ids (empty for images); tokens: one label per position.
+  AttentionWriter(const AttnOpts& o, const Loaded& m, AttnKind kind, const std::vector<int32_t>& ids,
+                  std::vector<std::string> tokens, int64_t c0, int64_t c1, int64_t qrow)
+      : o_(o), kind_(attn_kind_name(kind)), tokens_(std::move(tokens)), T_(int64_t(tokens_.size())), qrow_(qrow) {
+    fs::create_directories(o.out);
+    index_["model"] = o.model;
+    index_["family"] = m.info().family;
+    index_["ids"] = ids;
+    index_["tokens"] = tokens_;
+    index_["kind"] = kind_;
+    index_["mode"] = row_mode() ? "row" : "full";
+    index_["row"] = row_mode() ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
+    index_["reduce"] = o.reduce;
+    index_["channels"] = {c0, c1};
+    index_["compat"] = o.compat;
+    index_["files"] = nlohmann::ordered_json::array();
+  }
+  nlohmann::ordered_json& index() { return index_; }
+
+  // Writes layer l's result: full (n, T, T), or (T, T) reduced; a row (n, T), or (T) reduced. `kind` names the
+  // operator in the file name and entry (the run's kind unless a layer has its own, e.g. a softmax layer), channels
+  // [a, b) are those of the result's leading axis and `axis` says what they are (PNG titles: "channel", "head").
+  // Returns the index entry so a family can add fields.
+  nlohmann::ordered_json& add(int64_t l, const Tensor& res, const std::string& kind, int64_t a, int64_t b,
+                              const std::string& axis = "channel") {
+    const bool reduce = o_.reduce != "none";
+    char base[128];
+    std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, kind.c_str(),
+                  row_mode() ? ("row" + std::to_string(qrow_)).c_str() : "full", reduce ? "." : "", reduce ? o_.reduce.c_str() : "");
+    const std::string npy = std::string(base) + ".npy";
+    write_npy_atomic((fs::path(o_.out) / npy).string(), res.ptr(), res.shape);
+    nlohmann::ordered_json entry = {{"file", npy},
+                                    {"layer", l},
+                                    {"kind", kind},
+                                    {"channels", {a, b}},
+                                    {"mode", row_mode() ? "row" : "full"},
+                                    {"row", row_mode() ? nlohmann::ordered_json(qrow_) : nlohmann::ordered_json(nullptr)},
+                                    {"reduce", o_.reduce},
+                                    {"compat", o_.compat},
+                                    {"shape", res.shape},
+                                    {"dtype", "float32"}};
+    if (!o_.no_png) {
+      const int64_t T = T_, n = b - a;
+      const bool labels = T <= 48;
+      HeatmapStyle st;
+      st.log_scale = o_.log_scale;
+      st.absolute = true;
+      Image pic;
+      if (!row_mode() && !reduce) {  // a grid over (up to 16) channels, each min-max normalised
+        std::vector<Image> tiles;
+        for (int64_t k = 0; k < std::min<int64_t>(n, 16); ++k) {
+          st.title = "layer " + std::to_string(l) + " " + axis + " " + std::to_string(a + k);
+          if (labels) st.row_labels = st.col_labels = tokens_;
+          st.cell = 0;
+          tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
+        }
+        pic = image_grid(tiles, 4);
+      } else {
+        const int64_t rows = row_mode() ? (reduce ? 1 : n) : T;
+        st.title = "layer " + std::to_string(l) + " " + kind + (reduce ? " " + o_.reduce : "");
+        if (labels) {
+          st.col_labels = tokens_;
+          if (!row_mode()) st.row_labels = tokens_;
+        }
+        if (row_mode()) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
+        pic = render_heatmap(res.ptr(), rows, T, st);
+        overview_.push_back(pic);
+      }
+      const std::string png = std::string(base) + ".png";
+      write_png((fs::path(o_.out) / png).string(), pic);
+      entry["png"] = png;
+    }
+    index_["files"].push_back(entry);
+    return index_["files"].back();
+  }
+
+  // overview.png, index.json and the one-line summary ("wrote N layers of KIND attention (...) to OUT").
+  void finish() {
+    if (overview_.size() > 1) {
+      write_png((fs::path(o_.out) / "overview.png").string(), image_grid(overview_, 4));
+      index_["overview"] = "overview.png";
+    }
+    std::ofstream(fs::path(o_.out) / "index.json") << index_.dump(2) << "\n";
+    const size_t n = index_["files"].size();
+    std::printf("wrote %zu layer%s of %s attention (%s) to %s\n", n, n == 1 ? "" : "s", kind_.c_str(),
+                row_mode() ? ("row " + std::to_string(qrow_)).c_str() : "full matrices", o_.out.c_str());
+  }
+
+ private:
+  bool row_mode() const { return qrow_ >= 0; }
+  const AttnOpts& o_;
+  std::string kind_;
+  std::vector<std::string> tokens_;
+  int64_t T_, qrow_;
+  nlohmann::ordered_json index_;
+  std::vector<Image> overview_;
+};
+
 // RecurrentGemma / Griffin: the RG-LRU implicit attention of the recurrent layers (attribution/griffin_attention.h).
 // Kinds: s6 = α_RG·M_conv (no gate), unified = diag(y)·α_RG·M_conv, unified-noconv = diag(y)·α_RG, unified-nogate
 // = s6. --compat tracing drops √(1 − a²) as the authors' patched modeling_recurrent_gemma.py does. Local attention
-// layers have no RG-LRU: they are skipped (listed in index.json as "skipped_layers").
+// layers write their explicit softmax weights per query head (kind "softmax", the same for every --kind: there is no
+// conv or gate to fold in); --channels selects RG-LRU channels, a local layer always writes all its heads.
 void run_griffin_attention(const AttnOpts& o, const Globals& g, const Loaded& m, const GriffinModel& gm) {
   const AttnKind kind = parse_attn_kind(o.kind);
   GriffinAttnOptions go;
@@ -105,10 +261,7 @@ void run_griffin_attention(const AttnOpts& o, const Globals& g, const Loaded& m,
   go.conv = kind != AttnKind::UnifiedNoConv;
   if (o.compat == "tracing") go.compat = true;
   else if (o.compat != "none") throw Error("--compat", "recurrent_gemma: none | tracing (the authors' file without √(1 − a²)), not '" + o.compat + "'");
-  if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
-  if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
-  if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
-  if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+  check_language_input(o);
   const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
   const GriffinConfig& gc = gm.config();
   const int64_t T = int64_t(ids.size()), W = gc.lru_width;
@@ -117,35 +270,11 @@ void run_griffin_attention(const AttnOpts& o, const Globals& g, const Loaded& m,
   const int64_t nc = c1 - c0;
   const bool reduce = o.reduce != "none";
   const AttnReduce red = reduce ? parse_attn_reduce(o.reduce) : AttnReduce::Mean;
-  int64_t qrow = -1;
-  if (o.row_set) {
-    qrow = o.row < 0 ? T + o.row : o.row;
-    if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o.row) + " is outside the " + std::to_string(T) + " tokens");
-  }
-  const double out_bytes = o.row_set ? (reduce ? double(T) : double(nc) * T) * 4.0 : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
-  const double need = out_bytes + 16.0 * double(T) * double(W) * 4.0 + double(m.ck.total_bytes());
-  const double limit = o.max_memory_gb > 0 ? o.max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
-  if (need > limit)
-    throw Error("attention", "this request needs about " + gib(need) + " but " + gib(limit) +
-                                 " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
-  fs::create_directories(o.out);
-  std::vector<std::string> tokens;
-  for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
-  const bool labels = T <= 48;
-  nlohmann::ordered_json index;
-  index["model"] = o.model;
-  index["family"] = m.info().family;
-  index["ids"] = ids;
-  index["tokens"] = tokens;
-  index["kind"] = attn_kind_name(kind);
-  index["mode"] = o.row_set ? "row" : "full";
-  index["row"] = o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
-  index["reduce"] = o.reduce;
-  index["channels"] = {c0, c1};
-  index["compat"] = o.compat;
-  index["files"] = nlohmann::ordered_json::array();
-  index["skipped_layers"] = nlohmann::ordered_json::array();
-  std::vector<Image> overview;
+  const int64_t qrow = query_row(o, T);
+  const double out_bytes = std::max(output_bytes(o, T, nc), output_bytes(o, T, gc.heads));
+  check_memory(o, out_bytes + double(gc.heads) * T * T * 4.0 + 16.0 * double(T) * double(W) * 4.0 + double(m.ck.total_bytes()),
+               out_bytes);
+  AttentionWriter out(o, m, kind, ids, token_texts(m, ids), c0, c1, qrow);
   const std::set<int64_t> want(layers.begin(), layers.end());
   Progress prog("attention", int64_t(layers.size()), g.verbose);
   ForwardOptions fo;
@@ -154,81 +283,37 @@ void run_griffin_attention(const AttnOpts& o, const Globals& g, const Loaded& m,
     if (!want.count(l)) return;
     const GriffinLayer& ly = gm.layer(l);
     if (!ly.recurrent) {
-      index["skipped_layers"].push_back(l);
+      const int64_t H = gc.heads;
+      const Tensor p = griffin_local_attention(acts, l, H, gc.kv_heads, gc.head_dim, gc.window);  // (H, T, T)
+      Tensor res;
+      if (qrow >= 0) {
+        Tensor rows({H, T});
+        for (int64_t h = 0; h < H; ++h) std::copy_n(p.ptr() + (h * T + qrow) * T, T, rows.ptr() + h * T);
+        res = reduce ? reduce_channels(rows.ptr(), H, T, red) : rows;
+      } else if (reduce) {
+        res = reduce_channels(p.ptr(), H, T * T, red);
+        res.shape = {T, T};
+      } else {
+        res = p;
+      }
+      out.add(l, res, "softmax", 0, H, "head")["operator"] = "softmax attention weights per query head (local attention)";
       prog.step();
       return;
     }
     const GriffinTrace tr = griffin_trace(acts, l, ly.conv_w.p, ly.conv_b.p, gc.conv_width);
     Tensor res;
-    if (o.row_set) {
+    if (qrow >= 0) {
       res = griffin_attention_row(tr, go, qrow, c0, c1);
-      if (reduce) {
-        Tensor r({T});
-        for (int64_t j = 0; j < T; ++j) {
-          double acc = red == AttnReduce::Max ? -INFINITY : 0.0;
-          for (int64_t c = 0; c < nc; ++c) {
-            const double v = res.ptr()[c * T + j];
-            if (red == AttnReduce::Max) acc = std::max(acc, v);
-            else acc += red == AttnReduce::AbsMean ? std::fabs(v) : v;
-          }
-          r.ptr()[j] = float(red == AttnReduce::Max ? acc : acc / double(nc));
-        }
-        res = std::move(r);
-      }
+      if (reduce) res = reduce_channels(res.ptr(), nc, T, red);
     } else {
       res = reduce ? griffin_attention_reduce(tr, go, red, c0, c1) : griffin_attention_full(tr, go, c0, c1);
     }
-    char base[96];
-    std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
-                  o.row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o.reduce.c_str() : "");
-    const std::string npy = std::string(base) + ".npy";
-    write_npy_atomic((fs::path(o.out) / npy).string(), res.ptr(), res.shape);
-    nlohmann::ordered_json entry = {{"file", npy}, {"layer", l}, {"kind", attn_kind_name(kind)}, {"channels", {c0, c1}},
-                                    {"mode", o.row_set ? "row" : "full"},
-                                    {"row", o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
-                                    {"reduce", o.reduce}, {"compat", o.compat}, {"shape", res.shape}, {"dtype", "float32"}};
-    if (!o.no_png) {
-      HeatmapStyle st;
-      st.log_scale = o.log_scale;
-      st.absolute = true;
-      Image pic;
-      if (!o.row_set && !reduce) {
-        std::vector<Image> tiles;
-        for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
-          st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
-          if (labels) st.row_labels = st.col_labels = tokens;
-          st.cell = 0;
-          tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
-        }
-        pic = image_grid(tiles, 4);
-      } else {
-        const int64_t rows = o.row_set ? (reduce ? 1 : nc) : T;
-        st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o.reduce : "");
-        if (labels) {
-          st.col_labels = tokens;
-          if (!o.row_set) st.row_labels = tokens;
-        }
-        if (o.row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
-        pic = render_heatmap(res.ptr(), rows, T, st);
-        overview.push_back(pic);
-      }
-      const std::string png = std::string(base) + ".png";
-      write_png((fs::path(o.out) / png).string(), pic);
-      entry["png"] = png;
-    }
-    index["files"].push_back(entry);
+    out.add(l, res, attn_kind_name(kind), c0, c1);
     prog.step();
   };
   gm.forward(ids, fo);
   prog.done();
-  if (overview.size() > 1) {
-    write_png((fs::path(o.out) / "overview.png").string(), image_grid(overview, 4));
-    index["overview"] = "overview.png";
-  }
-  std::ofstream(fs::path(o.out) / "index.json") << index.dump(2) << "\n";
-  std::printf("wrote %zu recurrent layer%s of %s attention (%s) to %s\n", index["files"].size(),
-              index["files"].size() == 1 ? "" : "s", attn_kind_name(kind),
-              o.row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o.out.c_str());
+  out.finish();
 }
 
 // Mamba-2: per-channel rows of the layer's implicit attention (attribution/backend.h, mamba2_layer_attention), the
@@ -239,61 +324,18 @@ void run_attention_mamba2(const AttnOpts& o, const Loaded& m, const Globals& g, 
   if (kind != AttnKind::S6 && kind != AttnKind::Unified)
     throw Error("--kind", std::string(attn_kind_name(kind)) + " is not defined for mamba2 (s6 or unified)");
   if (o.compat != "none") throw Error("--compat", o.compat + " reproduces published Mamba / Vision Mamba code; mamba2 has only none");
-  if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
-  if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
-  if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
-  if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+  check_language_input(o);
   const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
   const Mamba2Config& mc = m2->config();
   const int64_t T = int64_t(ids.size()), E = mc.d_inner;
   const std::vector<int64_t> layers = parse_layers(o.layers, mc.n_layer);
   const auto [c0, c1] = parse_channels(o.channels, E);
   const int64_t nc = c1 - c0;
-  int64_t qrow = -1;
-  if (o.row_set) {
-    qrow = o.row < 0 ? T + o.row : o.row;
-    if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o.row) + " is outside the " + std::to_string(T) + " tokens");
-  }
-  const double out_bytes = o.row_set ? (reduce ? double(T) : double(nc) * T) * 4.0
-                                     : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
-  const double need = out_bytes + 2.0 * double(E) * T * 4.0 * double(num_threads()) + 20.0 * double(T) * double(E) * 4.0 +
-                      double(m.ck.total_bytes());
-  const double limit = o.max_memory_gb > 0 ? o.max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
-  if (need > limit)
-    throw Error("attention", "this request needs about " + gib(need) + " (" + gib(out_bytes) + " per layer for the output) but " +
-                                 gib(limit) + " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
-
-  fs::create_directories(o.out);
-  std::vector<std::string> tokens;
-  for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
-  const bool labels = T <= 48;
-  nlohmann::ordered_json index;
-  index["model"] = o.model;
-  index["family"] = m.info().family;
-  index["ids"] = ids;
-  index["tokens"] = tokens;
-  index["kind"] = attn_kind_name(kind);
-  index["mode"] = o.row_set ? "row" : "full";
-  index["row"] = o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
-  index["reduce"] = o.reduce;
-  index["channels"] = {c0, c1};
-  index["compat"] = o.compat;
-  index["files"] = nlohmann::ordered_json::array();
-  std::vector<Image> overview;
-
-  // Channel reduction of one row block (Di, T) → (T).
-  auto reduce_rows = [&](float* out, const Tensor& rows) {
-    for (int64_t j = 0; j < T; ++j) {
-      double acc = red == AttnReduce::Max ? -INFINITY : 0.0;
-      for (int64_t c = c0; c < c1; ++c) {
-        const double v = rows.ptr()[c * T + j];
-        if (red == AttnReduce::Mean) acc += v;
-        else if (red == AttnReduce::AbsMean) acc += std::fabs(v);
-        else acc = std::max(acc, v);
-      }
-      out[j] = float(red == AttnReduce::Max ? acc : acc / double(nc));
-    }
-  };
+  const int64_t qrow = query_row(o, T);
+  const double out_bytes = output_bytes(o, T, nc);
+  check_memory(o, out_bytes + 2.0 * double(E) * T * 4.0 * double(num_threads()) + 20.0 * double(T) * double(E) * 4.0 +
+                      double(m.ck.total_bytes()), out_bytes);
+  AttentionWriter out(o, m, kind, ids, token_texts(m, ids), c0, c1, qrow);
   const std::set<int64_t> want(layers.begin(), layers.end());
   Progress prog("attention", int64_t(layers.size()), g.verbose);
   ForwardOptions fo;
@@ -301,76 +343,30 @@ void run_attention_mamba2(const AttnOpts& o, const Loaded& m, const Globals& g, 
   fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
     if (!want.count(l)) return;
     const std::unique_ptr<LayerAttention> la = mamba2_layer_attention(*m2, l, acts);
-    Tensor res;
-    auto put_row = [&](int64_t i, float* dst_reduced, float* dst_channels, int64_t ld) {
-      const Tensor rows = la->rows(kind, i, false);
-      if (reduce) reduce_rows(dst_reduced, rows);
-      else
-        for (int64_t c = c0; c < c1; ++c) std::copy(rows.ptr() + c * T, rows.ptr() + (c + 1) * T, dst_channels + (c - c0) * ld);
+    // Row i of channels [c0, c1), or their reduction, into dst (leading dimension ld between channels).
+    auto put_row = [&](int64_t i, float* dst, int64_t ld) {
+      const Tensor rows = la->rows(kind, i, false);  // (Di, T)
+      if (reduce) {
+        const Tensor r = reduce_channels(rows.ptr() + c0 * T, nc, T, red);
+        std::copy_n(r.ptr(), T, dst);
+      } else {
+        for (int64_t c = c0; c < c1; ++c) std::copy_n(rows.ptr() + c * T, T, dst + (c - c0) * ld);
+      }
     };
-    if (o.row_set) {
+    Tensor res;
+    if (qrow >= 0) {
       res = reduce ? Tensor({T}) : Tensor({nc, T});
-      put_row(qrow, res.ptr(), res.ptr(), T);
+      put_row(qrow, res.ptr(), T);
     } else {
       res = reduce ? Tensor({T, T}) : Tensor({nc, T, T});
-      for (int64_t i = 0; i < T; ++i) put_row(i, res.ptr() + i * T, res.ptr() + i * T, T * T);
+      for (int64_t i = 0; i < T; ++i) put_row(i, res.ptr() + i * T, T * T);
     }
-    char base[96];
-    std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
-                  o.row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o.reduce.c_str() : "");
-    const std::string npy = std::string(base) + ".npy";
-    write_npy_atomic((fs::path(o.out) / npy).string(), res.ptr(), res.shape);
-    nlohmann::ordered_json entry = {{"file", npy},
-                                    {"layer", l},
-                                    {"kind", attn_kind_name(kind)},
-                                    {"channels", {c0, c1}},
-                                    {"mode", o.row_set ? "row" : "full"},
-                                    {"row", o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
-                                    {"reduce", o.reduce},
-                                    {"compat", o.compat},
-                                    {"shape", res.shape},
-                                    {"dtype", "float32"}};
-    if (!o.no_png) {
-      HeatmapStyle st;
-      st.log_scale = o.log_scale;
-      st.absolute = true;
-      Image pic;
-      if (!o.row_set && !reduce) {
-        std::vector<Image> tiles;
-        for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
-          st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
-          if (labels) st.row_labels = st.col_labels = tokens;
-          st.cell = 0;
-          tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
-        }
-        pic = image_grid(tiles, 4);
-      } else {
-        const int64_t rows = o.row_set ? (reduce ? 1 : nc) : T;
-        st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o.reduce : "");
-        if (labels) {
-          st.col_labels = tokens;
-          if (!o.row_set) st.row_labels = tokens;
-        }
-        if (o.row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
-        pic = render_heatmap(res.ptr(), rows, T, st);
-        overview.push_back(pic);
-      }
-      const std::string png = std::string(base) + ".png";
-      write_png((fs::path(o.out) / png).string(), pic);
-      entry["png"] = png;
-    }
-    index["files"].push_back(entry);
+    out.add(l, res, attn_kind_name(kind), c0, c1);
     prog.step();
   };
   m2->forward(ids, fo);
   prog.done();
-  if (overview.size() > 1) {
-    write_png((fs::path(o.out) / "overview.png").string(), image_grid(overview, 4));
-    index["overview"] = "overview.png";
-  }
-  std::ofstream(fs::path(o.out) / "index.json") << index.dump(2) << "\n";
-  std::printf("wrote %zu layer%s of %s attention (%s) to %s\n", layers.size(), layers.size() == 1 ? "" : "s",
-              attn_kind_name(kind), o.row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o.out.c_str());
+  out.finish();
 }
 
 // RWKV-4: each block's time-mix WKV operator (attribution/rwkv_attention.h). --kind s6 = alpha_WKV (rows sum to 1),
@@ -379,52 +375,23 @@ void run_rwkv_attention(const AttnOpts& o, const Globals& g, Loaded& m, const Rw
   if (o.kind != "s6" && o.kind != "unified")
     throw Error("--kind", "'" + o.kind + "' is not defined for RWKV: s6 (alpha_WKV) or unified (diag(r)·alpha_WKV)");
   if (o.compat != "none") throw Error("--compat", o.compat + " reproduces published Mamba code; RWKV has only --compat none");
-  if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
-  if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
-  if (o.img.given()) throw Error("--image", o.model + " is a language model; give --text or --ids");
-  if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
+  check_language_input(o);
   const bool gate = o.kind == "unified";
   const AttnKind kind = gate ? AttnKind::Unified : AttnKind::S6;
   const bool reduce = o.reduce != "none";
-  RwkvReduce red = RwkvReduce::Mean;
-  if (o.reduce == "absmean") red = RwkvReduce::AbsMean;
-  else if (o.reduce == "max") red = RwkvReduce::Max;
-  else if (reduce && o.reduce != "mean") throw Error("--reduce", "unknown reduction '" + o.reduce + "' (none, mean, absmean or max)");
+  const AttnReduce red = reduce ? parse_attn_reduce(o.reduce) : AttnReduce::Mean;
+  const RwkvReduce rred = red == AttnReduce::AbsMean ? RwkvReduce::AbsMean : red == AttnReduce::Max ? RwkvReduce::Max : RwkvReduce::Mean;
   const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
   const RwkvConfig& rc = rw.config();
   const int64_t T = int64_t(ids.size()), A = rc.att;
   const std::vector<int64_t> layers = parse_layers(o.layers, rc.n_layer);
   const auto [c0, c1] = parse_channels(o.channels, A);
   const int64_t nc = c1 - c0;
-  int64_t qrow = -1;
-  if (o.row_set) {
-    qrow = o.row < 0 ? T + o.row : o.row;
-    if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o.row) + " is outside the " + std::to_string(T) + " tokens");
-  }
-  const double out_bytes = o.row_set ? (reduce ? double(T) : double(nc) * T) * 4.0 : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
-  const double need = out_bytes + 16.0 * double(T) * double(A) * 4.0 + double(m.ck.total_bytes());
-  const double limit = o.max_memory_gb > 0 ? o.max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
-  if (need > limit)
-    throw Error("attention", "this request needs about " + gib(need) + " but " + gib(limit) +
-                                 " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
-  fs::create_directories(o.out);
-  std::vector<std::string> tokens;
-  for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
-  const bool labels = T <= 48;
-  nlohmann::ordered_json index;
-  index["model"] = o.model;
-  index["family"] = m.info().family;
-  index["ids"] = ids;
-  index["tokens"] = tokens;
-  index["kind"] = attn_kind_name(kind);
-  index["operator"] = gate ? "diag(r)·alpha_WKV (time-mix)" : "alpha_WKV (time-mix, rows normalised by the WKV denominator)";
-  index["mode"] = o.row_set ? "row" : "full";
-  index["row"] = o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
-  index["reduce"] = o.reduce;
-  index["channels"] = {c0, c1};
-  index["compat"] = o.compat;
-  index["files"] = nlohmann::ordered_json::array();
-  std::vector<Image> overview;
+  const int64_t qrow = query_row(o, T);
+  const double out_bytes = output_bytes(o, T, nc);
+  check_memory(o, out_bytes + 16.0 * double(T) * double(A) * 4.0 + double(m.ck.total_bytes()), out_bytes);
+  AttentionWriter out(o, m, kind, ids, token_texts(m, ids), c0, c1, qrow);
+  out.index()["operator"] = gate ? "diag(r)·alpha_WKV (time-mix)" : "alpha_WKV (time-mix, rows normalised by the WKV denominator)";
   const std::set<int64_t> want(layers.begin(), layers.end());
   Progress prog("attention", int64_t(layers.size()), g.verbose);
   ForwardOptions fo;
@@ -433,92 +400,31 @@ void run_rwkv_attention(const AttnOpts& o, const Globals& g, Loaded& m, const Rw
     if (!want.count(l)) return;
     const RwkvAttnInput in = rwkv_attn_input(rw, l, acts, gate);
     Tensor res;
-    auto reduce_rows = [&](const float* rows, int64_t n_rows) {  // (nc, n_rows) of channel rows → (n_rows)
-      Tensor out({n_rows});
-      for (int64_t j = 0; j < n_rows; ++j) {
-        double s = 0, mx = -1e300;
-        for (int64_t c = 0; c < nc; ++c) {
-          const double v = rows[c * n_rows + j];
-          s += red == RwkvReduce::AbsMean ? std::fabs(v) : v;
-          mx = std::max(mx, v);
-        }
-        out.ptr()[j] = float(red == RwkvReduce::Max ? mx : s / double(nc));
-      }
-      return out;
-    };
-    if (o.row_set) {
+    if (qrow >= 0) {
       const Tensor all = rwkv_attention_row(in, qrow);  // (A, T)
-      Tensor part({nc, T});
-      std::copy(all.ptr() + c0 * T, all.ptr() + c1 * T, part.ptr());
-      res = reduce ? reduce_rows(part.ptr(), T) : part;
+      if (reduce) {
+        res = reduce_channels(all.ptr() + c0 * T, nc, T, red);
+      } else {
+        res = Tensor({nc, T});
+        std::copy(all.ptr() + c0 * T, all.ptr() + c1 * T, res.ptr());
+      }
     } else if (reduce && c0 == 0 && c1 == A) {
-      res = rwkv_attention_reduced(in, red);
+      res = rwkv_attention_reduced(in, rred);
     } else {
       std::vector<int64_t> chans;
       for (int64_t c = c0; c < c1; ++c) chans.push_back(c);
       res = rwkv_attention_channels(in, chans);  // (nc, T, T)
       if (reduce) {
-        Tensor r2 = reduce_rows(res.ptr(), T * T);
-        r2.shape = {T, T};
-        res = r2;
+        res = reduce_channels(res.ptr(), nc, T * T, red);
+        res.shape = {T, T};
       }
     }
-    char base[96];
-    std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
-                  o.row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o.reduce.c_str() : "");
-    const std::string npy = std::string(base) + ".npy";
-    write_npy_atomic((fs::path(o.out) / npy).string(), res.ptr(), res.shape);
-    nlohmann::ordered_json entry = {{"file", npy},
-                                    {"layer", l},
-                                    {"kind", attn_kind_name(kind)},
-                                    {"channels", {c0, c1}},
-                                    {"mode", o.row_set ? "row" : "full"},
-                                    {"row", o.row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
-                                    {"reduce", o.reduce},
-                                    {"compat", o.compat},
-                                    {"shape", res.shape},
-                                    {"dtype", "float32"}};
-    if (!o.no_png) {
-      HeatmapStyle st;
-      st.log_scale = o.log_scale;
-      st.absolute = true;
-      Image pic;
-      if (!o.row_set && !reduce) {
-        std::vector<Image> tiles;
-        for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
-          st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
-          if (labels) st.row_labels = st.col_labels = tokens;
-          st.cell = 0;
-          tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
-        }
-        pic = image_grid(tiles, 4);
-      } else {
-        const int64_t rows = o.row_set ? (reduce ? 1 : nc) : T;
-        st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o.reduce : "");
-        if (labels) {
-          st.col_labels = tokens;
-          if (!o.row_set) st.row_labels = tokens;
-        }
-        if (o.row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
-        pic = render_heatmap(res.ptr(), rows, T, st);
-        overview.push_back(pic);
-      }
-      const std::string png = std::string(base) + ".png";
-      write_png((fs::path(o.out) / png).string(), pic);
-      entry["png"] = png;
-    }
-    index["files"].push_back(entry);
+    out.add(l, res, attn_kind_name(kind), c0, c1);
     prog.step();
   };
   rw.forward(ids, fo);
   prog.done();
-  if (overview.size() > 1) {
-    write_png((fs::path(o.out) / "overview.png").string(), image_grid(overview, 4));
-    index["overview"] = "overview.png";
-  }
-  std::ofstream(fs::path(o.out) / "index.json") << index.dump(2) << "\n";
-  std::printf("wrote %zu layer%s of %s attention (%s) to %s\n", layers.size(), layers.size() == 1 ? "" : "s",
-              attn_kind_name(kind), o.row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o.out.c_str());
+  out.finish();
 }
 
 }  // namespace
@@ -594,48 +500,23 @@ void register_attention(CLI::App& app, Globals& g) {
     const std::vector<int64_t> layers = parse_layers(o->layers, n_layer);
     const auto [c0, c1] = parse_channels(o->channels, E);
     const int64_t nc = c1 - c0;
-    int64_t qrow = -1;
-    if (o->row_set) {
-      qrow = o->row < 0 ? T + o->row : o->row;
-      if (qrow < 0 || qrow >= T) throw Error("--row", "row " + std::to_string(o->row) + " is outside the " + std::to_string(T) + " tokens");
-    }
+    const int64_t qrow = query_row(*o, T);
 
     // Memory: one layer's activations and result at a time.
-    const double out_bytes = o->row_set ? (reduce ? double(T) : double(nc) * T) * 4.0
-                                        : (reduce ? double(T) * T : double(nc) * T * T) * 4.0;
+    const double out_bytes = output_bytes(*o, T, nc);
     const double work = (o->row_set ? double(nc) * T * 4.0 * 2 : (2.0 * nc * T + double(num_threads()) * (d_state + 3) * T) * 4.0) *
                         (vim ? 2.0 : 1.0);
     const double acts = 16.0 * double(T) * double(E) * 4.0;
-    const double need = out_bytes + work + acts + double(m.ck.total_bytes());
-    const double limit = o->max_memory_gb > 0 ? o->max_memory_gb * double(int64_t(1) << 30) : double(available_memory_bytes());
-    log_verbose("memory estimate: " + gib(need) + " (output " + gib(out_bytes) + " per layer), limit " + gib(limit));
-    if (need > limit)
-      throw Error("attention", "this request needs about " + gib(need) + " (" + gib(out_bytes) + " per layer for the output) but " +
-                                   gib(limit) + " is available; ask for less: --row I, --reduce mean, fewer --channels, or fewer --layers");
+    check_memory(*o, out_bytes + work + acts + double(m.ck.total_bytes()), out_bytes);
 
-    fs::create_directories(o->out);
-    std::vector<std::string> tokens;
-    for (int32_t id : ids) tokens.push_back(m.tok ? m.tok->token_text(id) : std::to_string(id));
+    std::vector<std::string> tokens = token_texts(m, ids);
     if (vim)
       for (int64_t t = 0; t < T; ++t) {
         const int64_t ci = m.vim->config().cls_index;
         tokens.push_back(t == ci ? "cls" : "p" + std::to_string(t < ci ? t : t - 1));
       }
-    const bool labels = T <= 48;
-    nlohmann::ordered_json index;
-    index["model"] = o->model;
-    index["family"] = m.info().family;
-    if (vim) index["class_token"] = m.vim->config().cls_index;
-    index["ids"] = ids;
-    index["tokens"] = tokens;
-    index["kind"] = attn_kind_name(kind);
-    index["mode"] = o->row_set ? "row" : "full";
-    index["row"] = o->row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr);
-    index["reduce"] = o->reduce;
-    index["channels"] = {c0, c1};
-    index["compat"] = o->compat;
-    index["files"] = nlohmann::ordered_json::array();
-    std::vector<Image> overview;
+    AttentionWriter out(*o, m, kind, ids, tokens, c0, c1, qrow);
+    if (vim) out.index()["class_token"] = m.vim->config().cls_index;
 
     const std::set<int64_t> want(layers.begin(), layers.end());
     Progress prog("attention", int64_t(layers.size()), g.verbose);
@@ -661,60 +542,18 @@ void register_attention(CLI::App& app, Globals& g) {
         else
           res = reduce ? hidden_attention_reduce(tr, kind, red, c0, c1) : hidden_attention_full(tr, kind, c0, c1);
       }
-      char base[96];
-      std::snprintf(base, sizeof base, "layer%02lld.%s.%s%s%s", (long long)l, attn_kind_name(kind),
-                    o->row_set ? ("row" + std::to_string(qrow)).c_str() : "full", reduce ? "." : "", reduce ? o->reduce.c_str() : "");
-      const std::string npy = std::string(base) + ".npy";
-      write_npy_atomic((fs::path(o->out) / npy).string(), res.ptr(), res.shape);
-      nlohmann::ordered_json entry = {{"file", npy},
-                                      {"layer", l},
-                                      {"kind", attn_kind_name(kind)},
-                                      {"channels", {c0, c1}},
-                                      {"mode", o->row_set ? "row" : "full"},
-                                      {"row", o->row_set ? nlohmann::ordered_json(qrow) : nlohmann::ordered_json(nullptr)},
-                                      {"reduce", o->reduce},
-                                      {"compat", o->compat},
-                                      {"shape", res.shape},
-                                      {"dtype", "float32"}};
+      nlohmann::ordered_json& entry = out.add(l, res, attn_kind_name(kind), c0, c1);
       if (o->terms) {
         Tensor dt, bt;
         hidden_attention_extra_terms(tr, &dt, &bt);
-        const std::string dn = "layer" + std::string(base).substr(5, 2) + ".d_term.npy", bn = "layer" + std::string(base).substr(5, 2) + ".bias_term.npy";
+        char layer[16];
+        std::snprintf(layer, sizeof layer, "layer%02lld", (long long)l);
+        const std::string dn = std::string(layer) + ".d_term.npy", bn = std::string(layer) + ".bias_term.npy";
         write_npy_atomic((fs::path(o->out) / dn).string(), dt.ptr(), dt.shape);
         write_npy_atomic((fs::path(o->out) / bn).string(), bt.ptr(), bt.shape);
         entry["d_term"] = dn;
         entry["bias_term"] = bn;
       }
-      if (!o->no_png) {
-        HeatmapStyle st;
-        st.log_scale = o->log_scale;
-        st.absolute = true;
-        Image pic;
-        if (!o->row_set && !reduce) {  // a grid over (up to 16) channels, each min-max normalised
-          std::vector<Image> tiles;
-          for (int64_t k = 0; k < std::min<int64_t>(nc, 16); ++k) {
-            st.title = "layer " + std::to_string(l) + " channel " + std::to_string(c0 + k);
-            if (labels) st.row_labels = st.col_labels = tokens;
-            st.cell = 0;
-            tiles.push_back(render_heatmap(res.ptr() + k * T * T, T, T, st));
-          }
-          pic = image_grid(tiles, 4);
-        } else {
-          const int64_t rows = o->row_set ? (reduce ? 1 : nc) : T;
-          st.title = "layer " + std::to_string(l) + " " + attn_kind_name(kind) + (reduce ? " " + o->reduce : "");
-          if (labels) {
-            st.col_labels = tokens;
-            if (!o->row_set) st.row_labels = tokens;
-          }
-          if (o->row_set) st.cell = std::max(2, int(480 / std::max<int64_t>(T, 1)));
-          pic = render_heatmap(res.ptr(), rows, T, st);
-          overview.push_back(pic);
-        }
-        const std::string png = std::string(base) + ".png";
-        write_png((fs::path(o->out) / png).string(), pic);
-        entry["png"] = png;
-      }
-      index["files"].push_back(entry);
       prog.step();
     };
     if (vim) {
@@ -725,13 +564,7 @@ void register_attention(CLI::App& app, Globals& g) {
       m.model->forward(ids, fo);
     }
     prog.done();
-    if (!overview.empty() && overview.size() > 1) {
-      write_png((fs::path(o->out) / "overview.png").string(), image_grid(overview, 4));
-      index["overview"] = "overview.png";
-    }
-    std::ofstream(fs::path(o->out) / "index.json") << index.dump(2) << "\n";
-    std::printf("wrote %zu layer%s of %s attention (%s) to %s\n", layers.size(), layers.size() == 1 ? "" : "s",
-                attn_kind_name(kind), o->row_set ? ("row " + std::to_string(qrow)).c_str() : "full matrices", o->out.c_str());
+    out.finish();
   });
 }
 

@@ -4,6 +4,9 @@
 #   scripts/bench.sh            forward of a mamba-130m-shaped model at T=512 and 2048
 #   scripts/bench.sh --grad     gradient×input and MambaLRP (forward + backward) at T=256 and 1024
 #   scripts/bench.sh --vim      forward of a Vim-S-shaped Vision Mamba at 224×224 (197 tokens, D 384, 24 layers)
+#   scripts/bench.sh --families forward (T=512, 2048) and `explain --method grad-input` (T=512) of mamba2-130m-,
+#                               rwkv-4-169m- and ~110M RecurrentGemma-shaped models, each next to PyTorch
+#                               (--mamba2, --rwkv, --griffin: one family)
 #
 # The PyTorch side needs Debian's python3-torch (installed here if missing: it is large, and only benchmarks and
 # fixture scripts use it). Results: bench/results/reference_forward.json and bench/results/forward.json
@@ -28,6 +31,17 @@ if [ "${1:-}" = "--vim" ]; then
   build/bench_vim --reference=bench/results/reference_vim.json --json=bench/results/vim.json
   exit 0
 fi
+family() {  # name, reference script's output flag
+  echo "bench: PyTorch $1 reference (forward and autograd explanation; this takes a few minutes)"
+  /usr/bin/python3 "scripts/bench_$1_reference.py" "$2" "bench/results/reference_$1.json"
+  "build/bench_$1" --reference="bench/results/reference_$1.json" --json="bench/results/$1.json" --benchmark_repetitions=3
+}
+case "${1:-}" in
+  --mamba2) family mamba2 --json; exit 0 ;;
+  --rwkv) family rwkv --out; exit 0 ;;
+  --griffin) family griffin --out; exit 0 ;;
+  --families) family mamba2 --json; family rwkv --out; family griffin --out; exit 0 ;;
+esac
 echo "bench: PyTorch reference forward (this takes a few minutes)"
 /usr/bin/python3 scripts/bench_reference.py --out bench/results/reference_forward.json
 build/bench_forward --reference=bench/results/reference_forward.json --json=bench/results/forward.json

@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """Times the PyTorch reference forward of RecurrentGemma (scripts/reference/griffin_ref.py: HF semantics, sequential
-RG-LRU scan) on a random ~110M-parameter Griffin shape — the same shape as build/bench_griffin.
+RG-LRU scan) on a random ~110M-parameter Griffin shape — the same shape as build/bench_griffin — and one explanation
+the way a PyTorch user writes `ssmx explain --method grad-input` (scripts/reference/timing.py: forward with autograd,
+backward of the predicted logit) at --explain-T (default 512).
 
     /usr/bin/python3 scripts/bench_griffin_reference.py [--out bench/results/reference_griffin.json] [--T 512 2048]
+                                                        [--explain-T 512]
 
 float32, torch.set_num_threads(--threads, default 2), inference_mode, full capped logits [T, V], no activations
 kept. Each T: one warm-up run, then the best of --repeats (default 2).
@@ -14,12 +17,12 @@ import json
 import os
 import platform
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
 import griffin_ref as ref  # noqa: E402
+from timing import best_of, grad_input_fn  # noqa: E402
 
 SHAPE = dict(hidden=768, lru=768, heads=12, kv=1, mlp=2304, layers=12, vocab=32000, window=2048)
 
@@ -60,31 +63,40 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results/reference_griffin.json")
     ap.add_argument("--T", type=int, nargs="+", default=[512, 2048])
+    ap.add_argument("--explain-T", type=int, nargs="*", default=[512])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     sd, config = random_model(SHAPE)
-    results = []
-    with torch.inference_mode():
-        for T in a.T:
-            ids = [(i * 7919 + 13) % SHAPE["vocab"] for i in range(T)]
-            ref.forward(sd, config, ids, torch.float32, collect=False)
-            best = float("inf")
-            for _ in range(a.repeats):
-                t0 = time.perf_counter()
-                ref.forward(sd, config, ids, torch.float32, collect=False)
-                best = min(best, time.perf_counter() - t0)
-            print(f"T={T}: {best:.3f} s", flush=True)
-            results.append({"T": T, "seconds": round(best, 4)})
-            write(a, results)
+    results, explain_results = [], []
+
+    def ids_of(T):
+        return [(i * 7919 + 13) % SHAPE["vocab"] for i in range(T)]
+    for T in a.T:
+        ids = ids_of(T)
+        with torch.inference_mode():
+            best = best_of(lambda: ref.forward(sd, config, ids, torch.float32, collect=False), a.repeats)
+        print(f"forward T={T}: {best:.3f} s", flush=True)
+        results.append({"T": T, "seconds": round(best, 4)})
+        write(a, results, explain_results)
+    for T in a.explain_T:
+        ids = ids_of(T)
+        run = grad_input_fn(lambda d, i: ref.forward(d, config, i, torch.float32, collect=False)[0],
+                            sd, ref.P + "embed_tokens.weight", "lm_head.weight", ids)
+        best = best_of(run, a.repeats)
+        print(f"explain grad-input T={T}: {best:.3f} s", flush=True)
+        explain_results.append({"T": T, "seconds": round(best, 4)})
+        write(a, results, explain_results)
 
 
-def write(a, results):
-    out = {"what": "PyTorch reference forward of RecurrentGemma (griffin_ref.py, sequential RG-LRU scan), float32, "
-                   "full capped logits [T, V], best of repeats after warm-up",
+def write(a, results, explain_results):
+    out = {"what": "PyTorch reference of RecurrentGemma (griffin_ref.py, sequential RG-LRU scan), float32: forward with "
+                   "full capped logits [T, V]; explanation = autograd forward + backward of the predicted logit "
+                   "(grad x input); best of repeats after warm-up",
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
-           "torch_version": torch.__version__, "threads": a.threads, "shape": SHAPE, "results": results}
+           "torch_version": torch.__version__, "threads": a.threads, "shape": SHAPE, "results": results,
+           "explain_results": explain_results}
     with open(a.out, "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")

@@ -89,8 +89,9 @@ def rg_lru(c, sd, pre, heads, dtype):
     log_a = -8.0 * ga * softplus(sd[pre + "recurrent_param"].to(dtype))
     a = torch.exp(log_a)
     m = torch.sqrt(1.0 - torch.exp(2.0 * log_a))
-    m[0] = 1.0
-    a[0] = 0.0
+    first = (torch.arange(T) == 0).unsqueeze(1)          # reset at position 0, written without in-place ops so
+    m = torch.where(first, torch.ones_like(m), m)        # autograd can run through it (scripts/reference/timing.py)
+    a = torch.where(first, torch.zeros_like(a), a)
     xn = c * gx * m
     h = torch.zeros(W, dtype=dtype)
     out = torch.empty_like(c)

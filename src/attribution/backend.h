@@ -10,8 +10,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <string>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "attribution/explain.h"
@@ -37,6 +38,11 @@ struct ResolvedTarget {
 // it), so that f = seed · hidden[pos] is linear in the head's input.
 ResolvedTarget resolve_lm_target(const float* hidden, int64_t T, int64_t Dm, const float* W, int64_t V,
                                  const ClassHead* head, const Target& want, bool zero_biases);
+// The same from the head's input row at the target's position alone (`row`: Dm values); the position comes from
+// lm_target_position (class targets act on the last token; throws for a position outside the T tokens).
+int64_t lm_target_position(const Target& want, int64_t T);
+ResolvedTarget resolve_lm_target_row(const float* row, int64_t pos, int64_t Dm, const float* W, int64_t V,
+                                     const ClassHead* head, const Target& want, bool zero_biases);
 
 // What the attention methods read of one layer: its implicit attention, however the layer is built.
 // AttnKind::S6 is the family's recurrence-only operator, AttnKind::Unified the operator with the layer's conv,
@@ -60,6 +66,17 @@ struct Backend {
   virtual ~Backend() = default;
   virtual ResolvedTarget resolve(const Target& want, bool zero_biases) const = 0;
   virtual GradResult gradient(const GradRequest& q) const = 0;
+  // The target and the gradient of request q, whose position and seed are the target's. The default resolves first
+  // (one forward) and then runs the gradient engine; the causal-LM backends resolve inside the engine's own forward
+  // (GradRequest::seed_from_hidden), one forward pass fewer for every single-gradient method.
+  virtual std::pair<ResolvedTarget, GradResult> resolve_with_gradient(const Target& want, bool zero_biases,
+                                                                      GradRequest q) const {
+    ResolvedTarget rt = resolve(want, zero_biases);
+    q.position = rt.t.position;
+    q.seed = rt.seed;
+    GradResult g = gradient(q);
+    return {std::move(rt), std::move(g)};
+  }
   virtual const float* embedding_row(int64_t id) const = 0;  // token baselines; nullptr when there is no vocabulary
   virtual int64_t vocab() const = 0;
   virtual void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const = 0;
@@ -88,6 +105,18 @@ struct LmBackend : Backend {
     const ForwardResult fr = m.forward(ids, fo);
     return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.vocab_size(), head, want,
                              zero_biases);
+  }
+  std::pair<ResolvedTarget, GradResult> resolve_with_gradient(const Target& want, bool zero_biases,
+                                                              GradRequest q) const override {
+    ResolvedTarget rt;
+    q.position = lm_target_position(want, T);
+    q.seed.clear();
+    q.seed_from_hidden = [&](const float* row) {
+      rt = resolve_lm_target_row(row, q.position, Dm, m.lm_head().p, m.vocab_size(), head, want, zero_biases);
+      return rt.seed;
+    };
+    GradResult g = gradient(q);
+    return {std::move(rt), std::move(g)};
   }
   const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
   int64_t vocab() const override { return m.vocab_size(); }

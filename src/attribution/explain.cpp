@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include "attribution/bidirectional.h"
@@ -36,10 +37,20 @@ double now_s() {
 
 }  // namespace
 
-ResolvedTarget resolve_lm_target(const float* hid, int64_t T, int64_t Dm, const float* W, int64_t V,
-                                 const ClassHead* head, const Target& want, bool zero_biases) {
+int64_t lm_target_position(const Target& want, int64_t T) {
+  if (want.kind == Target::Kind::Class) return T - 1;
+  const int64_t pos = want.position < 0 ? T + want.position : want.position;
+  if (pos < 0 || pos >= T)
+    throw Error("--position", "position " + std::to_string(want.position) + " is outside the " + std::to_string(T) +
+                                  " input tokens");
+  return pos;
+}
+
+ResolvedTarget resolve_lm_target_row(const float* row, int64_t pos, int64_t Dm, const float* W, int64_t V,
+                                     const ClassHead* head, const Target& want, bool zero_biases) {
   ResolvedTarget r;
   r.t = want;
+  r.t.position = pos;
   auto dot = [&](const float* a, const float* b) {
     double s = 0;
     for (int64_t d = 0; d < Dm; ++d) s += double(a[d]) * double(b[d]);
@@ -47,8 +58,7 @@ ResolvedTarget resolve_lm_target(const float* hid, int64_t T, int64_t Dm, const 
   };
   if (want.kind == Target::Kind::Class) {
     if (!head) throw Error("--class", "the model has no classification head (docs/methods.md lists the tensor names read)");
-    r.t.position = T - 1;
-    const std::vector<float> lg = head->logits(hid + (T - 1) * Dm);
+    const std::vector<float> lg = head->logits(row);
     r.logits = lg;
     if (r.t.cls < 0) r.t.cls = int64_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
     if (r.t.cls >= head->n_classes)
@@ -56,20 +66,15 @@ ResolvedTarget resolve_lm_target(const float* hid, int64_t T, int64_t Dm, const 
                                  std::to_string(head->n_classes) + " classes)");
     r.seed.assign(head->weight.begin() + r.t.cls * Dm, head->weight.begin() + (r.t.cls + 1) * Dm);
     if (!head->bias.empty() && !zero_biases) r.bias = head->bias[size_t(r.t.cls)];
-    r.f = dot(r.seed.data(), hid + (T - 1) * Dm) + r.bias;
+    r.f = dot(r.seed.data(), row) + r.bias;
     return r;
   }
-  const int64_t pos = want.position < 0 ? T + want.position : want.position;
-  if (pos < 0 || pos >= T)
-    throw Error("--position", "position " + std::to_string(want.position) + " is outside the " + std::to_string(T) +
-                                  " input tokens");
-  r.t.position = pos;
   auto check_id = [&](int32_t id, const char* what) {
     if (id < 0 || id >= V)
       throw Error(what, "token id " + std::to_string(id) + " is out of range for a vocabulary of " + std::to_string(V));
   };
   r.logits.resize(size_t(V));
-  for (int64_t v = 0; v < V; ++v) r.logits[size_t(v)] = float(dot(W + v * Dm, hid + pos * Dm));
+  for (int64_t v = 0; v < V; ++v) r.logits[size_t(v)] = float(dot(W + v * Dm, row));
   if (r.t.token < 0) r.t.token = int32_t(std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin());
   check_id(r.t.token, "--target");
   r.seed.assign(W + int64_t(r.t.token) * Dm, W + int64_t(r.t.token + 1) * Dm);
@@ -77,8 +82,14 @@ ResolvedTarget resolve_lm_target(const float* hid, int64_t T, int64_t Dm, const 
     check_id(r.t.contrast, "--contrast");
     for (int64_t d = 0; d < Dm; ++d) r.seed[size_t(d)] -= W[int64_t(r.t.contrast) * Dm + d];
   }
-  r.f = dot(r.seed.data(), hid + pos * Dm);
+  r.f = dot(r.seed.data(), row);
   return r;
+}
+
+ResolvedTarget resolve_lm_target(const float* hid, int64_t T, int64_t Dm, const float* W, int64_t V,
+                                 const ClassHead* head, const Target& want, bool zero_biases) {
+  const int64_t pos = lm_target_position(want, T);
+  return resolve_lm_target_row(hid + pos * Dm, pos, Dm, W, V, head, want, zero_biases);
 }
 
 namespace {
@@ -341,7 +352,30 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o) {
     throw Error("--compat", "unknown mode '" + o.compat + "' (none or official)");
 
   b.check(o);
-  const ResolvedTarget rt = b.resolve(o.target, o.zero_biases);
+  // The methods that need one plain gradient resolve the target inside it (one forward pass fewer).
+  LrpRules single_rules;
+  bool single = true;
+  switch (o.method) {
+    case Method::Gradient:
+    case Method::GradInput: single_rules = LrpRules::gradient(); break;
+    case Method::MambaLrp: single_rules = o.rules; break;
+    case Method::LrpLn:
+      single_rules = LrpRules::ln_only();
+      single_rules.linear = o.rules.linear, single_rules.epsilon = o.rules.epsilon, single_rules.gamma = o.rules.gamma;
+      break;
+    default: single = false;
+  }
+  std::optional<GradResult> first;
+  ResolvedTarget rt;
+  if (single) {
+    GradRequest q = base_request(ids, b.embeds, ResolvedTarget{}, o);
+    q.rules = single_rules;
+    auto [r, g] = b.resolve_with_gradient(o.target, o.zero_biases, std::move(q));
+    rt = std::move(r);
+    first = std::move(g);
+  } else {
+    rt = b.resolve(o.target, o.zero_biases);
+  }
   Explanation ex;
   ex.method = method_name(o.method);
   ex.ids = ids;
@@ -368,7 +402,7 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o) {
   const bool official = o.compat == "official";
   switch (o.method) {
     case Method::Gradient: {
-      const GradResult g = grad(LrpRules::gradient(), nullptr, false);
+      const GradResult g = std::move(*first);
       set_f(g);
       ex.relevance.resize(size_t(T));
       for (int64_t t = 0; t < T; ++t) {
@@ -381,13 +415,8 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o) {
     case Method::GradInput:
     case Method::MambaLrp:
     case Method::LrpLn: {
-      LrpRules rules = o.method == Method::GradInput ? LrpRules::gradient()
-                       : o.method == Method::LrpLn   ? LrpRules::ln_only()
-                                                     : o.rules;
-      if (o.method == Method::LrpLn) {
-        rules.linear = o.rules.linear, rules.epsilon = o.rules.epsilon, rules.gamma = o.rules.gamma;
-      }
-      const GradResult g = grad(rules, nullptr, false);
+      const LrpRules& rules = single_rules;
+      const GradResult g = std::move(*first);
       set_f(g);
       ex.relevance = rowdot(g.embeds, g.grad, T, Dm);
       for (int64_t l = 0; l <= L; ++l)

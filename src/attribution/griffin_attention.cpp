@@ -134,4 +134,40 @@ Tensor griffin_attention_reduce(const GriffinTrace& tr, const GriffinAttnOptions
   return out;
 }
 
+Tensor griffin_local_attention(const std::map<std::string, Tensor>& acts, int64_t layer, int64_t heads,
+                               int64_t kv_heads, int64_t head_dim, int64_t window) {
+  const std::string pre = "layers." + std::to_string(layer) + ".";
+  auto qi = acts.find(pre + "q"), ki = acts.find(pre + "k");
+  if (qi == acts.end() || ki == acts.end())
+    throw Error("griffin attention", "layer " + std::to_string(layer) + " is not a local attention layer (no q / k)");
+  const Tensor& q = qi->second;
+  const Tensor& k = ki->second;
+  const int64_t T = q.dim(0), H = heads, KV = kv_heads, hd = head_dim;
+  if (KV < 1 || H % KV != 0 || q.numel() != T * H * hd || k.numel() != T * KV * hd || window < 1)
+    throw Error("griffin attention", "layer " + std::to_string(layer) + ": q / k do not match " + std::to_string(H) +
+                                         " heads of " + std::to_string(hd) + " with " + std::to_string(KV) + " KV heads");
+  const int64_t group = H / KV;
+  const double scale = 1.0 / std::sqrt(double(hd));
+  Tensor p({H, T, T});
+  parallel_for(H * T, [&](int64_t b, int64_t e) {
+    std::vector<double> sc(static_cast<size_t>(T));
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t hh = r / T, i = r % T, kh = hh / group, j0 = std::max<int64_t>(0, i - window);
+      const float* qv = q.ptr() + (i * H + hh) * hd;
+      double mx = -INFINITY, den = 0;
+      for (int64_t j = j0; j <= i; ++j) {
+        const float* kv = k.ptr() + (j * KV + kh) * hd;
+        double s = 0;
+        for (int64_t d = 0; d < hd; ++d) s += double(qv[d]) * double(kv[d]);
+        sc[size_t(j)] = s * scale;
+        mx = std::max(mx, sc[size_t(j)]);
+      }
+      for (int64_t j = j0; j <= i; ++j) den += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
+      float* row = p.ptr() + (hh * T + i) * T;
+      for (int64_t j = j0; j <= i; ++j) row[j] = float(sc[size_t(j)] / den);
+    }
+  }, 16);
+  return p;
+}
+
 }  // namespace ssmx

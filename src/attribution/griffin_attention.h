@@ -52,4 +52,12 @@ Tensor griffin_attention_row(const GriffinTrace& tr, const GriffinAttnOptions& o
 Tensor griffin_attention_reduce(const GriffinTrace& tr, const GriffinAttnOptions& o, AttnReduce red, int64_t c0,
                                 int64_t c1);
 
+// A local (multi-query) attention layer has an explicit attention matrix: the softmax weights per query head,
+// (heads, T, T), zero outside the causal window (j ≤ i and i − j ≤ window, as the forward masks). From the layer's
+// kept "layers.{i}.q" (T, heads·head_dim) and "layers.{i}.k" (T, kv_heads·head_dim), both after RoPE. Head h reads
+// key/value head h / (heads / kv_heads); attn[i, h] = Σ_j P[h, i, j] · v[j, h / (heads / kv_heads)] reproduces the
+// layer's "attn" activation. Rows are computed in double and are independent of the thread count.
+Tensor griffin_local_attention(const std::map<std::string, Tensor>& acts, int64_t layer, int64_t heads,
+                               int64_t kv_heads, int64_t head_dim, int64_t window);
+
 }  // namespace ssmx

@@ -39,32 +39,13 @@ struct GriffinRecurrentAttention : LayerAttention {
   Tensor rows(AttnKind k, int64_t pos, bool) const override { return griffin_attention_row(tr, opts(k), pos, 0, tr.W); }
 };
 
-// Softmax weights of a local MQA layer from its (RoPE'd) q and k, per head: (H, T, T).
+// Softmax weights of a local MQA layer, per head: (H, T, T) (griffin_local_attention).
 struct GriffinLocalAttention : LayerAttention {
   int64_t T = 0, H = 0;
   Tensor p;  // (H, T, T)
-  GriffinLocalAttention(const GriffinConfig& cfg, const std::map<std::string, Tensor>& acts, int64_t layer) {
-    const std::string pre = "layers." + std::to_string(layer) + ".";
-    const Tensor& q = acts.at(pre + "q");
-    const Tensor& k = acts.at(pre + "k");
-    T = q.dim(0), H = cfg.heads;
-    const int64_t KV = cfg.kv_heads, hd = cfg.head_dim, group = H / KV, win = cfg.window;
-    const float scale = 1.0f / std::sqrt(float(hd));
-    p = Tensor({H, T, T});
-    std::vector<double> sc(static_cast<size_t>(T));
-    for (int64_t hh = 0; hh < H; ++hh)
-      for (int64_t i = 0; i < T; ++i) {
-        const int64_t j0 = std::max<int64_t>(0, i - win), kh = hh / group;
-        double mx = -INFINITY, den = 0;
-        for (int64_t j = j0; j <= i; ++j) {
-          double s = 0;
-          for (int64_t d = 0; d < hd; ++d) s += double(q.ptr()[(i * H + hh) * hd + d]) * double(k.ptr()[(j * KV + kh) * hd + d]);
-          sc[size_t(j)] = s * scale;
-          mx = std::max(mx, sc[size_t(j)]);
-        }
-        for (int64_t j = j0; j <= i; ++j) den += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
-        for (int64_t j = j0; j <= i; ++j) p.ptr()[(hh * T + i) * T + j] = float(sc[size_t(j)] / den);
-      }
+  GriffinLocalAttention(const GriffinConfig& cfg, const std::map<std::string, Tensor>& acts, int64_t layer)
+      : H(cfg.heads), p(griffin_local_attention(acts, layer, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.window)) {
+    T = p.dim(1);
   }
   int64_t channels() const override { return H; }
   Tensor mean_map(AttnKind) const override {

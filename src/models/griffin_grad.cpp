@@ -1,5 +1,7 @@
 #include "models/griffin_grad.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -77,26 +79,39 @@ template <typename R>
 void norm_fwd(Vec<R>& out, Vec<R>& r, const Vec<R>& x, const float* w, int64_t T, int64_t D, float eps) {
   out.resize(size_t(T * D));
   r.resize(size_t(T));
-  for (int64_t t = 0; t < T; ++t) {
-    R ss = 0;
-    for (int64_t d = 0; d < D; ++d) ss += x[size_t(t * D + d)] * x[size_t(t * D + d)];
-    const R rr = R(1) / std::sqrt(ss / R(D) + R(eps));
-    r[size_t(t)] = rr;
-    for (int64_t d = 0; d < D; ++d) out[size_t(t * D + d)] = x[size_t(t * D + d)] * rr * R(w[d]);
-  }
+  parallel_for(T, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      R ss = 0;
+      for (int64_t d = 0; d < D; ++d) ss += x[size_t(t * D + d)] * x[size_t(t * D + d)];
+      const R rr = R(1) / std::sqrt(ss / R(D) + R(eps));
+      r[size_t(t)] = rr;
+      for (int64_t d = 0; d < D; ++d) out[size_t(t * D + d)] = x[size_t(t * D + d)] * rr * R(w[d]);
+    }
+  }, 16);
 }
 
 // dx += ∂(x·r·w)/∂x applied to g; with `frozen`, r is a constant.
 template <typename R>
 void norm_back(R* dx, const R* g, const Vec<R>& x, const Vec<R>& r, const float* w, int64_t T, int64_t D, bool frozen) {
-  for (int64_t t = 0; t < T; ++t) {
-    const R rr = r[size_t(t)];
-    R s = 0;
-    if (!frozen)
-      for (int64_t d = 0; d < D; ++d) s += x[size_t(t * D + d)] * R(w[d]) * g[t * D + d];
-    const R c = s * rr * rr * rr / R(D);
-    for (int64_t d = 0; d < D; ++d) dx[t * D + d] += rr * R(w[d]) * g[t * D + d] - x[size_t(t * D + d)] * c;
-  }
+  parallel_for(T, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const R rr = r[size_t(t)];
+      R s = 0;
+      if (!frozen)
+        for (int64_t d = 0; d < D; ++d) s += x[size_t(t * D + d)] * R(w[d]) * g[t * D + d];
+      const R c = s * rr * rr * rr / R(D);
+      for (int64_t d = 0; d < D; ++d) dx[t * D + d] += rr * R(w[d]) * g[t * D + d] - x[size_t(t * D + d)] * c;
+    }
+  }, 16);
+}
+
+// fn(i) for i in [0, n), split over threads in fixed blocks (each i is independent: any thread count gives the same
+// result).
+template <typename Fn>
+void each(int64_t n, Fn&& fn) {
+  parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) fn(i);
+  }, 4096);
 }
 
 constexpr double kGeluC = 0.7978845608028654, kGeluA = 0.044715;
@@ -117,28 +132,53 @@ R sigm(R x) {
 }
 
 // out[t, h·bw + j] = Σ_i x[t, h·bw + i]·w[h, i, j] + b[h, j]   (pre-sigmoid)
+// f32: one sgemm per head (BLAS is single-threaded; heads are split over threads, each head's result is the same
+// for any thread count).
 template <typename R>
 void bd_fwd(Vec<R>& out, const Vec<R>& x, const float* w, const float* b, int64_t T, int64_t W, int64_t H) {
   const int64_t bw = W / H;
   out.assign(size_t(T * W), R(0));
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t j = 0; j < bw; ++j) {
-        R s = b ? R(b[h * bw + j]) : R(0);
-        for (int64_t i = 0; i < bw; ++i) s += x[size_t(t * W + h * bw + i)] * R(w[(h * bw + i) * bw + j]);
-        out[size_t(t * W + h * bw + j)] = s;
+  if constexpr (std::is_same_v<R, float>) {
+    parallel_for(H, [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        if (b)
+          for (int64_t t = 0; t < T; ++t) std::copy_n(b + h * bw, bw, out.data() + t * W + h * bw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(bw), int(bw), 1.0f, x.data() + h * bw,
+                    int(W), w + h * bw * bw, int(bw), b ? 1.0f : 0.0f, out.data() + h * bw, int(W));
       }
+    });
+    return;
+  }
+  parallel_for(T, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t j = 0; j < bw; ++j) {
+          R s = b ? R(b[h * bw + j]) : R(0);
+          for (int64_t i = 0; i < bw; ++i) s += x[size_t(t * W + h * bw + i)] * R(w[(h * bw + i) * bw + j]);
+          out[size_t(t * W + h * bw + j)] = s;
+        }
+  }, 8);
 }
 template <typename R>
 void bd_back(Vec<R>& dx, const Vec<R>& dout, const float* w, int64_t T, int64_t W, int64_t H) {
   const int64_t bw = W / H;
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = 0; i < bw; ++i) {
-        R s = 0;
-        for (int64_t j = 0; j < bw; ++j) s += dout[size_t(t * W + h * bw + j)] * R(w[(h * bw + i) * bw + j]);
-        dx[size_t(t * W + h * bw + i)] += s;
-      }
+  if constexpr (std::is_same_v<R, float>) {
+    parallel_for(H, [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(bw), int(bw), 1.0f, dout.data() + h * bw,
+                    int(W), w + h * bw * bw, int(bw), 1.0f, dx.data() + h * bw, int(W));
+    });
+    return;
+  }
+  parallel_for(T, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < bw; ++i) {
+          R s = 0;
+          for (int64_t j = 0; j < bw; ++j) s += dout[size_t(t * W + h * bw + j)] * R(w[(h * bw + i) * bw + j]);
+          dx[size_t(t * W + h * bw + i)] += s;
+        }
+  }, 8);
 }
 
 template <typename R>
@@ -151,6 +191,89 @@ struct LayerCache {
   // MLP
   Vec<R> res, r2, n, gp, up, ge;
 };
+
+// Local attention with every key of a row inside the window (T ≤ window + 1), f32: per head h (key/value head
+// h / (H / KV)), S = Q_h·K^T·scale by sgemm, causal softmax per row (c.p = (H, T, T), zero above the diagonal), and
+// att_h = P_h·V by sgemm. Heads are split over threads; BLAS is single-threaded, so the result does not depend on
+// the thread count.
+template <typename R>
+void attention_forward_dense(LayerCache<R>& c, int64_t T, int64_t H, int64_t KV, int64_t hd, R scale) {
+  if constexpr (std::is_same_v<R, float>) {
+    const int64_t group = H / KV;
+    c.p.assign(size_t(H * T * T), 0.0f);
+    parallel_for(H, [&](int64_t h0, int64_t h1) {
+      for (int64_t hh = h0; hh < h1; ++hh) {
+        const int64_t kh = hh / group;
+        float* P = c.p.data() + hh * T * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(hd), scale, c.q.data() + hh * hd,
+                    int(H * hd), c.k.data() + kh * hd, int(KV * hd), 0.0f, P, int(T));
+        for (int64_t i = 0; i < T; ++i) {
+          float* row = P + i * T;
+          float mx = -INFINITY;
+          for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, row[j]);
+          float den = 0.0f;
+          for (int64_t j = 0; j <= i; ++j) den += (row[j] = std::exp(row[j] - mx));
+          for (int64_t j = 0; j <= i; ++j) row[j] /= den;
+          std::fill(row + i + 1, row + T, 0.0f);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(hd), int(T), 1.0f, P, int(T),
+                    c.vv.data() + kh * hd, int(KV * hd), 0.0f, c.att.data() + hh * hd, int(H * hd));
+      }
+    });
+  } else {
+    (void)c, (void)T, (void)H, (void)KV, (void)hd, (void)scale;
+    throw Error("griffin gradient", "dense attention is the f32 path");
+  }
+}
+
+// The backward of attention_forward_dense for the head outputs' gradient datt (T, H·hd): dV = P^T·dO, and unless
+// `through_scores` is false (the ssm rule holds the softmax weights constant) dS = P ⊙ (dO·V^T − rowsum), dQ = dS·K·
+// scale, dK = dS^T·Q·scale. Per-head contributions to the shared K/V heads are summed in head order.
+template <typename R>
+void attention_backward_dense(const LayerCache<R>& c, const Vec<R>& datt, Vec<R>& dq, Vec<R>& dk, Vec<R>& dvv,
+                              int64_t T, int64_t H, int64_t KV, int64_t hd, R scale, bool through_scores) {
+  if constexpr (std::is_same_v<R, float>) {
+    const int64_t group = H / KV;
+    Vec<float> dv_h(size_t(H * T * hd)), dk_h(size_t(H * T * hd), 0.0f);
+    parallel_for(H, [&](int64_t h0, int64_t h1) {
+      Vec<float> dS(size_t(T * T));
+      for (int64_t hh = h0; hh < h1; ++hh) {
+        const int64_t kh = hh / group;
+        const float* P = c.p.data() + hh * T * T;
+        const float* dO = datt.data() + hh * hd;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(hd), int(T), 1.0f, P, int(T), dO, int(H * hd),
+                    0.0f, dv_h.data() + hh * T * hd, int(hd));
+        if (!through_scores) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(hd), 1.0f, dO, int(H * hd),
+                    c.vv.data() + kh * hd, int(KV * hd), 0.0f, dS.data(), int(T));
+        for (int64_t i = 0; i < T; ++i) {
+          float* row = dS.data() + i * T;
+          const float* pr = P + i * T;
+          float sdp = 0.0f;
+          for (int64_t j = 0; j <= i; ++j) sdp += pr[j] * row[j];
+          for (int64_t j = 0; j <= i; ++j) row[j] = pr[j] * (row[j] - sdp) * scale;
+          std::fill(row + i + 1, row + T, 0.0f);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(hd), int(T), 1.0f, dS.data(), int(T),
+                    c.k.data() + kh * hd, int(KV * hd), 0.0f, dq.data() + hh * hd, int(H * hd));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(hd), int(T), 1.0f, dS.data(), int(T),
+                    c.q.data() + hh * hd, int(H * hd), 0.0f, dk_h.data() + hh * T * hd, int(hd));
+      }
+    });
+    for (int64_t hh = 0; hh < H; ++hh) {
+      const int64_t kh = hh / group;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t d = 0; d < hd; ++d) {
+          dvv[size_t((t * KV + kh) * hd + d)] += dv_h[size_t((hh * T + t) * hd + d)];
+          dk[size_t((t * KV + kh) * hd + d)] += dk_h[size_t((hh * T + t) * hd + d)];
+        }
+    }
+  } else {
+    (void)c, (void)datt, (void)dq, (void)dk, (void)dvv, (void)T, (void)H, (void)KV, (void)hd, (void)scale,
+        (void)through_scores;
+    throw Error("griffin gradient", "dense attention is the f32 path");
+  }
+}
 
 template <typename R>
 GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
@@ -171,8 +294,7 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
   const int64_t T = emb->shape[0];
   const int64_t pos = req.position < 0 ? T + req.position : req.position;
   if (pos < 0 || pos >= T) throw Error("--position", "position " + std::to_string(req.position) + " is outside the " + std::to_string(T) + " tokens");
-  if (int64_t(req.seed.size()) != Dm)
-    throw Error("target", "seed has " + std::to_string(req.seed.size()) + " entries, the model's width is " + std::to_string(Dm));
+  check_seed(req, Dm);
   const int64_t Tp = pos + 1;  // causal: later tokens do not reach f
   const bool zb = req.zero_biases;
   auto B = [&](const Param& p) -> const float* { return zb ? nullptr : p.p; };
@@ -188,6 +310,9 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
   Vec<R> x(size_t(Tp * Dm));
   for (int64_t i = 0; i < Tp * Dm; ++i) x[size_t(i)] = R(emb->data[size_t(i)]);
   const int64_t half = cfg.rot_dims / 2, win = cfg.window, S = std::min(Tp, win + 1), group = KV > 0 ? H / KV : 1;
+  // f32 with every key inside the window (T ≤ window + 1, the usual case): the local attention runs as per-head
+  // sgemm on dense causal (T, T) weights (attention_forward_dense / attention_backward_dense); otherwise banded loops.
+  const bool dense_attention = std::is_same_v<R, float> && Tp <= win + 1;
   Vec<R> cosv(size_t(Tp * half)), sinv(size_t(Tp * half));
   for (int64_t t = 0; t < Tp; ++t)
     for (int64_t i = 0; i < half; ++i) {
@@ -219,35 +344,44 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
     if (ly.recurrent) {
       lin(c.yp, c.v.data(), ly.linear_y_w.p, B(ly.linear_y_b), Tp, Dm, W);
       c.y.resize(c.yp.size());
-      for (size_t i = 0; i < c.yp.size(); ++i) c.y[i] = gelu(c.yp[i]);
+      each(int64_t(c.yp.size()), [&](int64_t i) { c.y[size_t(i)] = gelu(c.yp[size_t(i)]); });
       lin(c.xl, c.v.data(), ly.linear_x_w.p, B(ly.linear_x_b), Tp, Dm, W);
       c.c.assign(size_t(Tp * W), R(0));
-      for (int64_t t = 0; t < Tp; ++t)
-        for (int64_t ch = 0; ch < W; ++ch) {
-          R s = zb ? R(0) : R(ly.conv_b.p[ch]);
-          for (int64_t d = 0; d < K && d <= t; ++d) s += R(ly.conv_w.p[ch * K + K - 1 - d]) * c.xl[size_t((t - d) * W + ch)];
-          c.c[size_t(t * W + ch)] = s;
-        }
+      parallel_for(Tp, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t ch = 0; ch < W; ++ch) {
+            R s = zb ? R(0) : R(ly.conv_b.p[ch]);
+            for (int64_t d = 0; d < K && d <= t; ++d) s += R(ly.conv_w.p[ch * K + K - 1 - d]) * c.xl[size_t((t - d) * W + ch)];
+            c.c[size_t(t * W + ch)] = s;
+          }
+      }, 16);
       bd_fwd(c.gx, c.c, ly.gate_x_w.p, B(ly.gate_x_b), Tp, W, H);
       bd_fwd(c.ga, c.c, ly.gate_a_w.p, B(ly.gate_a_b), Tp, W, H);
-      for (auto& v : c.gx) v = sigm(v);
-      for (auto& v : c.ga) v = sigm(v);
+      each(Tp * W, [&](int64_t i) {
+        c.gx[size_t(i)] = sigm(c.gx[size_t(i)]);
+        c.ga[size_t(i)] = sigm(c.ga[size_t(i)]);
+      });
       c.a.assign(size_t(Tp * W), R(0));
       c.mult.assign(size_t(Tp * W), R(1));
       c.h.assign(size_t(Tp * W), R(0));
-      for (int64_t t = 0; t < Tp; ++t)
-        for (int64_t ch = 0; ch < W; ++ch) {
-          const size_t r = size_t(t * W + ch);
-          if (t > 0) {
-            const R la = c.ga[r] * R(ly.neg_c_softplus[size_t(ch)]);
-            c.a[r] = std::exp(la);
-            c.mult[r] = std::sqrt(std::max(R(0), R(1) - std::exp(R(2) * la)));
+      each(Tp * W, [&](int64_t r) {
+        if (r < W) return;  // position 0: a = 0, mult = 1 (the reset)
+        const R la = c.ga[size_t(r)] * R(ly.neg_c_softplus[size_t(r % W)]);
+        c.a[size_t(r)] = std::exp(la);
+        c.mult[size_t(r)] = std::sqrt(std::max(R(0), R(1) - std::exp(R(2) * la)));
+      });
+      // The scan: channels are independent, split over threads in fixed 64-channel blocks.
+      parallel_for((W + 63) / 64, [&](int64_t b0, int64_t b1) {
+        const int64_t ch0 = b0 * 64, ch1 = std::min(W, b1 * 64);
+        for (int64_t t = 0; t < Tp; ++t)
+          for (int64_t ch = ch0; ch < ch1; ++ch) {
+            const size_t r = size_t(t * W + ch);
+            const R prev = t > 0 ? c.h[r - size_t(W)] : R(0);
+            c.h[r] = c.a[r] * prev + c.c[r] * c.gx[r] * c.mult[r];
           }
-          const R prev = t > 0 ? c.h[r - size_t(W)] : R(0);
-          c.h[r] = c.a[r] * prev + c.c[r] * c.gx[r] * c.mult[r];
-        }
+      });
       Vec<R> gated(size_t(Tp * W));
-      for (size_t i = 0; i < gated.size(); ++i) gated[i] = c.h[i] * c.y[i];
+      each(Tp * W, [&](int64_t i) { gated[size_t(i)] = c.h[size_t(i)] * c.y[size_t(i)]; });
       lin(tout, gated.data(), ly.linear_out_w.p, B(ly.linear_out_b), Tp, W, Dm);
     } else {
       lin(c.q, c.v.data(), ly.q_w.p, nullptr, Tp, Dm, H * hd);
@@ -255,8 +389,11 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
       lin(c.vv, c.v.data(), ly.v_w.p, nullptr, Tp, Dm, KV * hd);
       rope(c.q, H, false);
       rope(c.k, KV, false);
-      c.p.assign(size_t(Tp * H * S), R(0));
       c.att.assign(size_t(Tp * H * hd), R(0));
+      if (dense_attention) {
+        attention_forward_dense(c, Tp, H, KV, hd, scale);
+      } else {
+      c.p.assign(size_t(Tp * H * S), R(0));
       for (int64_t i = 0; i < Tp; ++i)
         for (int64_t hh = 0; hh < H; ++hh) {
           const int64_t kh = hh / group, j0 = std::max<int64_t>(0, i - win);
@@ -279,6 +416,7 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
             for (int64_t d = 0; d < hd; ++d) o[d] += pr[j - j0] * vj[d];
           }
         }
+      }
       lin(tout, c.att.data(), ly.o_w.p, B(ly.o_b), Tp, H * hd, Dm);
     }
     c.res.resize(size_t(Tp * Dm));
@@ -288,24 +426,28 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
     lin(c.up, c.n.data(), ly.up_w.p, B(ly.up_b), Tp, Dm, F);
     c.ge.resize(c.gp.size());
     Vec<R> z(c.gp.size());
-    for (size_t i = 0; i < z.size(); ++i) c.ge[i] = gelu(c.gp[i]), z[i] = c.ge[i] * c.up[i];
+    each(int64_t(z.size()), [&](int64_t i) {
+      c.ge[size_t(i)] = gelu(c.gp[size_t(i)]);
+      z[size_t(i)] = c.ge[size_t(i)] * c.up[size_t(i)];
+    });
     Vec<R> mlp;
     lin(mlp, z.data(), ly.down_w.p, B(ly.down_b), Tp, F, Dm);
-    for (size_t i = 0; i < x.size(); ++i) x[i] = c.res[i] + mlp[i];
+    each(int64_t(x.size()), [&](int64_t i) { x[size_t(i)] = c.res[size_t(i)] + mlp[size_t(i)]; });
   }
   Vec<R> nf, rf;
   norm_fwd(nf, rf, x, m.final_norm().data(), Tp, Dm, cfg.eps);
   double f = 0;
+  const std::vector<float> seed = seed_for(req, nf.data() + pos * Dm, Dm);
   out.norm_f_at_pos.resize(size_t(Dm));
   for (int64_t d = 0; d < Dm; ++d) {
     out.norm_f_at_pos[size_t(d)] = nf[size_t(pos * Dm + d)];
-    f += double(req.seed[size_t(d)]) * double(nf[size_t(pos * Dm + d)]);
+    f += double(seed[size_t(d)]) * double(nf[size_t(pos * Dm + d)]);
   }
   out.f = f;
 
   // ---- backward ----
   Vec<R> gnf(size_t(Tp * Dm), R(0)), g(size_t(Tp * Dm), R(0));
-  for (int64_t d = 0; d < Dm; ++d) gnf[size_t(pos * Dm + d)] = R(req.seed[size_t(d)]);
+  for (int64_t d = 0; d < Dm; ++d) gnf[size_t(pos * Dm + d)] = R(seed[size_t(d)]);
   norm_back(g.data(), gnf.data(), x, rf, m.final_norm().data(), Tp, Dm, ru.norm);
   auto relevance = [&](int64_t l, const Vec<R>& xx, const Vec<R>& gg) {
     for (int64_t t = 0; t < Tp; ++t) {
@@ -325,10 +467,11 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
     lin_back(dz.data(), g.data(), ly.down_w.p, Tp, F, Dm);
     babs += bias_dot(B(ly.down_b), g.data(), Tp, Dm);
     const R hf = ru.gate ? R(0.5) : R(1);
-    for (size_t i = 0; i < dz.size(); ++i) {
+    each(int64_t(dz.size()), [&](int64_t k) {
+      const size_t i = size_t(k);
       dgp[i] = hf * dz[i] * c.up[i] * gelu_grad(c.gp[i], ru.silu);
       dup[i] = hf * dz[i] * c.ge[i];
-    }
+    });
     babs += bias_dot(B(ly.gate_b), dgp.data(), Tp, F) + bias_dot(B(ly.up_b), dup.data(), Tp, F);
     lin_back(dn.data(), dgp.data(), ly.gate_w.p, Tp, Dm, F);
     lin_back(dn.data(), dup.data(), ly.up_w.p, Tp, Dm, F);
@@ -346,42 +489,49 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
         std::copy(dgated.begin(), dgated.end(), gy.begin());
       }
       Vec<R> dh(size_t(Tp * W)), dyp(size_t(Tp * W));
-      for (size_t i = 0; i < dh.size(); ++i) {
+      each(int64_t(dh.size()), [&](int64_t k) {
+        const size_t i = size_t(k);
         dh[i] = hf * dgated[i] * c.y[i];
         dyp[i] = hf * dgated[i] * c.h[i] * gelu_grad(c.yp[i], ru.silu);
-      }
+      });
       Vec<R> dc(size_t(Tp * W), R(0)), dgxp(size_t(Tp * W), R(0)), dgap(size_t(Tp * W), R(0));
-      for (int64_t ch = 0; ch < W; ++ch) {
-        R carry = 0;
-        for (int64_t t = Tp - 1; t >= 0; --t) {
-          const size_t r = size_t(t * W + ch);
-          const R G = dh[r] + carry;
-          carry = c.a[r] * G;
-          dc[r] += G * c.gx[r] * c.mult[r];
-          if (ru.ssm) continue;
-          const R dgx = G * c.c[r] * c.mult[r];
-          dgxp[r] = dgx * c.gx[r] * (R(1) - c.gx[r]);
-          if (t > 0) {
-            const R da = G * c.h[r - size_t(W)];
-            const R dmult = G * c.c[r] * c.gx[r];
-            R dla = da * c.a[r];
-            if (c.mult[r] > R(0)) dla -= dmult * c.a[r] * c.a[r] / c.mult[r];
-            const R dga = dla * R(ly.neg_c_softplus[size_t(ch)]);
-            dgap[r] = dga * c.ga[r] * (R(1) - c.ga[r]);
+      // Reverse scan: channels are independent, split over threads in fixed 64-channel blocks.
+      parallel_for((W + 63) / 64, [&](int64_t b0, int64_t b1) {
+        const int64_t ch0 = b0 * 64, ch1 = std::min(W, b1 * 64);
+        Vec<R> carry(size_t(ch1 - ch0), R(0));
+        for (int64_t t = Tp - 1; t >= 0; --t)
+          for (int64_t ch = ch0; ch < ch1; ++ch) {
+            const size_t r = size_t(t * W + ch);
+            const R G = dh[r] + carry[size_t(ch - ch0)];
+            carry[size_t(ch - ch0)] = c.a[r] * G;
+            dc[r] += G * c.gx[r] * c.mult[r];
+            if (ru.ssm) continue;
+            const R dgx = G * c.c[r] * c.mult[r];
+            dgxp[r] = dgx * c.gx[r] * (R(1) - c.gx[r]);
+            if (t > 0) {
+              const R da = G * c.h[r - size_t(W)];
+              const R dmult = G * c.c[r] * c.gx[r];
+              R dla = da * c.a[r];
+              if (c.mult[r] > R(0)) dla -= dmult * c.a[r] * c.a[r] / c.mult[r];
+              const R dga = dla * R(ly.neg_c_softplus[size_t(ch)]);
+              dgap[r] = dga * c.ga[r] * (R(1) - c.ga[r]);
+            }
           }
-        }
-      }
+      });
       if (!ru.ssm) {
         bd_back(dc, dgxp, ly.gate_x_w.p, Tp, W, H);
         bd_back(dc, dgap, ly.gate_a_w.p, Tp, W, H);
         babs += bias_dot(B(ly.gate_x_b), dgxp.data(), Tp, W) + bias_dot(B(ly.gate_a_b), dgap.data(), Tp, W);
       }
       babs += bias_dot(B(ly.conv_b), dc.data(), Tp, W);
+      // dxl[s] = Σ_d w[K-1-d]·dc[s + d] (d < K, s + d < Tp): rows are independent.
       Vec<R> dxl(size_t(Tp * W), R(0));
-      for (int64_t t = 0; t < Tp; ++t)
-        for (int64_t ch = 0; ch < W; ++ch)
-          for (int64_t d = 0; d < K && d <= t; ++d)
-            dxl[size_t((t - d) * W + ch)] += R(ly.conv_w.p[ch * K + K - 1 - d]) * dc[size_t(t * W + ch)];
+      parallel_for(Tp, [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0; s < s1; ++s)
+          for (int64_t d = 0; d < K && s + d < Tp; ++d)
+            for (int64_t ch = 0; ch < W; ++ch)
+              dxl[size_t(s * W + ch)] += R(ly.conv_w.p[ch * K + K - 1 - d]) * dc[size_t((s + d) * W + ch)];
+      }, 16);
       babs += bias_dot(B(ly.linear_x_b), dxl.data(), Tp, W) + bias_dot(B(ly.linear_y_b), dyp.data(), Tp, W);
       lin_back(dv.data(), dxl.data(), ly.linear_x_w.p, Tp, Dm, W);
       lin_back(dv.data(), dyp.data(), ly.linear_y_w.p, Tp, Dm, W);
@@ -396,6 +546,8 @@ GradResultT<R> run(const GriffinModel& m, const GradRequest& req) {
       }
       Vec<R> dq(size_t(Tp * H * hd), R(0)), dk(size_t(Tp * KV * hd), R(0)), dvv(size_t(Tp * KV * hd), R(0));
       Vec<R> dp(static_cast<size_t>(S));
+      if (dense_attention) attention_backward_dense(c, datt, dq, dk, dvv, Tp, H, KV, hd, scale, !ru.ssm);
+      else
       for (int64_t i = 0; i < Tp; ++i)
         for (int64_t hh = 0; hh < H; ++hh) {
           const int64_t kh = hh / group, j0 = std::max<int64_t>(0, i - win);

@@ -108,7 +108,7 @@ GradResultT<Real> run(const Mamba2Model& m, const GradRequest& q) {
     throw Error("input", "embeddings of shape " + shape_str(q.embeds->shape) + ", expected (T, " + std::to_string(Dm) + ")");
   const int64_t pos = q.position < 0 ? T + q.position : q.position;
   if (pos < 0 || pos >= T) throw Error("--position", "position " + std::to_string(q.position) + " is outside the " + std::to_string(T) + " tokens");
-  if (int64_t(q.seed.size()) != Dm) throw Error("target", "seed has " + std::to_string(q.seed.size()) + " entries, d_model is " + std::to_string(Dm));
+  check_seed(q, Dm);
   const bool zb = q.zero_biases;
   const double eps = c.norm_eps;
 
@@ -195,11 +195,12 @@ GradResultT<Real> run(const Mamba2Model& m, const GradRequest& q) {
   // norm_f at pos, f, and its backward.
   std::vector<Real> nf(static_cast<size_t>(Dm)), rf(1);
   rms_fwd(nf.data(), rf.data(), h.data() + pos * Dm, m.norm_f().p, 1, Dm, eps, Dm);
+  const std::vector<float> seed = seed_for(q, nf.data(), Dm);
   double f = 0;
-  for (int64_t d = 0; d < Dm; ++d) f += double(q.seed[size_t(d)]) * double(nf[size_t(d)]);
+  for (int64_t d = 0; d < Dm; ++d) f += double(seed[size_t(d)]) * double(nf[size_t(d)]);
   res.f = f;
   res.norm_f_at_pos = nf;
-  std::vector<Real> dh(size_t(T * Dm), Real(0)), sd(q.seed.begin(), q.seed.end());
+  std::vector<Real> dh(size_t(T * Dm), Real(0)), sd(seed.begin(), seed.end());
   rms_back(dh.data() + pos * Dm, sd.data(), h.data() + pos * Dm, rf.data(), m.norm_f().p, 1, Dm, rules.norm, Dm);
 
   res.resid_relevance.assign(size_t((L + 1) * T), Real(0));

@@ -391,14 +391,11 @@ GradResultT<Real> run(const GradStack& st, const GradRequest& req) {
   if (req.position < -1 || pos < 0 || pos >= T)
     throw Error("position", std::to_string(req.position) + " is out of range for " + std::to_string(T) +
                                 " tokens (use 0.." + std::to_string(T - 1) + ", or -1 for the last)");
-  if (int64_t(req.seed.size()) != Dm)
-    throw Error("seed", "has " + std::to_string(req.seed.size()) + " values but the model width is " + std::to_string(Dm));
+  check_seed(req, Dm);
   if (rules.linear == LrpRules::Linear::Epsilon && !(rules.epsilon > 0.0))
     throw Error("rules", "the epsilon rule needs epsilon > 0 (got " + std::to_string(rules.epsilon) + ")");
   if (rules.linear == LrpRules::Linear::Gamma && !(rules.gamma >= 0.0))
     throw Error("rules", "the gamma rule needs gamma >= 0 (got " + std::to_string(rules.gamma) + ")");
-  for (float s : req.seed)
-    if (!std::isfinite(s)) throw Error("seed", "contains a value that is not finite");
 
   GradResultT<Real> res;
   res.shape = {T, Dm};
@@ -464,13 +461,17 @@ GradResultT<Real> run(const GradStack& st, const GradRequest& req) {
 
   // Final norm at the seed position, and f.
   std::vector<Real> nf_w(static_cast<size_t>(Dm)), seed(static_cast<size_t>(Dm));
-  for (int64_t d = 0; d < Dm; ++d) nf_w[size_t(d)] = Real(st.norm_f->p[d]), seed[size_t(d)] = Real(req.seed[size_t(d)]);
+  for (int64_t d = 0; d < Dm; ++d) nf_w[size_t(d)] = Real(st.norm_f->p[d]);
   const Real* nfw = nullptr;
   if constexpr (std::is_same_v<Real, float>) nfw = st.norm_f->p;
   else nfw = nf_w.data();
   res.norm_f_at_pos.resize(size_t(Dm));
   Real rstd_f = 0;
   rmsnorm_forward(res.norm_f_at_pos.data(), &rstd_f, h_last.data() + pos * Dm, nfw, 1, Dm, cfg.norm_eps);
+  {
+    const std::vector<float> sd = seed_for(req, res.norm_f_at_pos.data(), Dm);
+    for (int64_t d = 0; d < Dm; ++d) seed[size_t(d)] = Real(sd[size_t(d)]);
+  }
   {
     double f = 0.0;
     for (int64_t d = 0; d < Dm; ++d) f += double(seed[size_t(d)]) * double(res.norm_f_at_pos[size_t(d)]);
@@ -574,6 +575,28 @@ GradStack grad_stack(const MambaModel& m) {
 
 GradResult stack_gradient(const GradStack& st, const GradRequest& req) { return run<float>(st, req); }
 GradResultT<double> stack_gradient_f64(const GradStack& st, const GradRequest& req) { return run<double>(st, req); }
+
+void check_seed(const GradRequest& req, int64_t Dm) {
+  if (req.seed.empty() && req.seed_from_hidden) return;
+  if (int64_t(req.seed.size()) != Dm)
+    throw Error("seed", "has " + std::to_string(req.seed.size()) + " values but the model width is " + std::to_string(Dm));
+  for (float s : req.seed)
+    if (!std::isfinite(s)) throw Error("seed", "contains a value that is not finite");
+}
+
+std::vector<float> seed_for(const GradRequest& req, const float* row, int64_t Dm) {
+  if (!req.seed.empty() || !req.seed_from_hidden) return req.seed;
+  std::vector<float> s = req.seed_from_hidden(row);
+  if (int64_t(s.size()) != Dm)
+    throw Error("seed", "the target resolver returned " + std::to_string(s.size()) + " values for a width of " + std::to_string(Dm));
+  return s;
+}
+
+std::vector<float> seed_for(const GradRequest& req, const double* row, int64_t Dm) {
+  if (!req.seed.empty() || !req.seed_from_hidden) return req.seed;
+  const std::vector<float> r(row, row + Dm);
+  return seed_for(req, r.data(), Dm);
+}
 
 GradResult mamba_gradient(const MambaModel& m, const GradRequest& req) { return run<float>(grad_stack(m), req); }
 

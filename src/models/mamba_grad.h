@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/tensor.h"
@@ -41,10 +42,20 @@ struct GradRequest {
   const Tensor* embeds = nullptr;
   int64_t position = -1;     // where the seed acts; -1 = the last token
   std::vector<float> seed;   // (Dm) ∂f/∂norm_f[position]
+  // When `seed` is empty: called once, after the forward, with the head's input row at `position` (Dm values) and
+  // returns the seed. explain() resolves its target this way, from the engine's own forward, instead of running a
+  // separate one (Backend::resolve_with_gradient).
+  std::function<std::vector<float>(const float* head_input_row)> seed_from_hidden;
   LrpRules rules;
   bool zero_biases = false;  // run forward and backward as if every bias (in/out proj, conv, dt_proj) were zero
   bool keep_layer_grads = false;  // fill grad_resid and grad_y
 };
+
+// Every engine's check of the request's seed: Dm values, or empty with seed_from_hidden set.
+void check_seed(const GradRequest& req, int64_t Dm);
+// The seed for head input row `row` (Dm values): req.seed, or seed_from_hidden(row) (checked to have Dm values).
+std::vector<float> seed_for(const GradRequest& req, const float* row, int64_t Dm);
+std::vector<float> seed_for(const GradRequest& req, const double* row, int64_t Dm);
 
 template <typename Real>
 struct GradResultT {

@@ -236,8 +236,7 @@ GradResultT<R> run(const RwkvModel& m, const GradRequest& req) {
   const int64_t pos = req.position < 0 ? T + req.position : req.position;
   if (pos < 0 || pos >= T)
     throw Error("--position", "position " + std::to_string(req.position) + " is outside the " + std::to_string(T) + " input tokens");
-  if (int64_t(req.seed.size()) != H)
-    throw Error("target", "seed has " + std::to_string(req.seed.size()) + " entries, the model's hidden size is " + std::to_string(H));
+  check_seed(req, H);
   const int64_t Tp = pos + 1;  // later tokens cannot influence f
   const bool zb = req.zero_biases;
   const LrpRules& ru = req.rules;
@@ -296,8 +295,9 @@ GradResultT<R> run(const RwkvModel& m, const GradRequest& req) {
   }
   std::vector<R> nout;
   ln_fwd(nout, lno, h.data(), m.ln_out_w().p, bias(m.ln_out_b()), Tp, H, 1e-5);
+  const std::vector<float> seed = seed_for(req, nout.data() + pos * H, H);
   double f = 0;
-  for (int64_t d = 0; d < H; ++d) f += double(req.seed[size_t(d)]) * double(nout[size_t(pos * H + d)]);
+  for (int64_t d = 0; d < H; ++d) f += double(seed[size_t(d)]) * double(nout[size_t(pos * H + d)]);
   res.f = f;
   res.norm_f_at_pos.assign(nout.begin() + pos * H, nout.begin() + (pos + 1) * H);
 
@@ -322,7 +322,7 @@ GradResultT<R> run(const RwkvModel& m, const GradRequest& req) {
   double absorbed = 0;
   const R hf = ru.gate ? R(0.5) : R(1);
   std::vector<R> gn(size_t(Tp * H), R(0)), G, gx, g1, g2;
-  for (int64_t d = 0; d < H; ++d) gn[size_t(pos * H + d)] = R(req.seed[size_t(d)]);
+  for (int64_t d = 0; d < H; ++d) gn[size_t(pos * H + d)] = R(seed[size_t(d)]);
   ln_bwd(G, gn, lno, m.ln_out_w().p, bias(m.ln_out_b()), Tp, H, ru.norm, &absorbed);
   relevance_row(L, h, G);
   for (int64_t l = L - 1; l >= 0; --l) {

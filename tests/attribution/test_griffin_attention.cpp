@@ -155,3 +155,38 @@ TEST(GriffinAttention, NotARecurrentLayer) {
   auto r = run_fixture("griffin-f32");
   EXPECT_THROW(trace_of(*r, 2), Error);
 }
+
+// The local attention layer's softmax weights: rows sum to 1 inside the causal window (i − j ≤ window), zero outside,
+// and Σ_j P[h,i,j]·v[j] reproduces the layer's attention output for every head (T = 12 > window 4).
+TEST(GriffinAttention, LocalAttentionReconstructsTheAttentionOutput) {
+  auto r = run_fixture("griffin-f32", 12);
+  const GriffinConfig& cfg = r->model->config();
+  ASSERT_EQ(cfg.window, 4);
+  int layers = 0;
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    if (cfg.recurrent[size_t(l)]) continue;
+    SCOPED_TRACE("layer " + std::to_string(l));
+    const Tensor P = griffin_local_attention(r->out.acts, l, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.window);
+    const int64_t T = 12, H = cfg.heads, KV = cfg.kv_heads, hd = cfg.head_dim;
+    ASSERT_EQ(P.shape, (std::vector<int64_t>{H, T, T}));
+    const Tensor& v = r->out.acts.at("layers." + std::to_string(l) + ".v");
+    const Tensor& attn = r->out.acts.at("layers." + std::to_string(l) + ".attn");
+    std::vector<double> rec(size_t(T * H * hd), 0.0);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        double sum = 0;
+        for (int64_t j = 0; j < T; ++j) {
+          const float w = P.ptr()[(h * T + i) * T + j];
+          if (j > i || i - j > cfg.window) EXPECT_EQ(w, 0.0f) << "h " << h << " i " << i << " j " << j;
+          else EXPECT_GT(w, 0.0f) << "h " << h << " i " << i << " j " << j;
+          sum += w;
+          for (int64_t d = 0; d < hd; ++d) rec[size_t((i * H + h) * hd + d)] += double(w) * v.ptr()[(j * KV + h / (H / KV)) * hd + d];
+        }
+        EXPECT_NEAR(sum, 1.0, 1e-6);
+      }
+    EXPECT_LE(test::parity_error(std::vector<float>(attn.data.begin(), attn.data.end()), rec), 1e-5);
+    ++layers;
+  }
+  EXPECT_GE(layers, 1);
+  EXPECT_THROW(griffin_local_attention(r->out.acts, 0, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.window), Error);
+}

@@ -58,7 +58,9 @@ TEST(GriffinGrad, ForwardEmbedsOfEmbedIsForwardBitwise) {
 // ∂f/∂embeds of f = W[token]·norm_f[pos] against central differences of the double forward, every coordinate.
 TEST(GriffinGrad, GradientMatchesFiniteDifferences) {
   auto f = fixture();
-  for (int64_t pos : {int64_t(10), int64_t(6)})
+  // pos 10 and 6: more tokens than the window (banded local attention); pos 4: every key inside the window, where
+  // the f32 engine runs the local attention as dense per-head sgemm.
+  for (int64_t pos : {int64_t(10), int64_t(6), int64_t(4)})
     for (bool zb : {false, true}) {
       GradRequest q = request(*f, 42, pos);
       q.zero_biases = zb;
@@ -93,6 +95,28 @@ TEST(GriffinGrad, GradientMatchesFiniteDifferences) {
       std::printf("[griffin grad] pos %lld zero_biases %d: max|fd| %.4g, rel err f32 %.3g, f64 %.3g\n", (long long)pos,
                   int(zb), max_fd, err32 / max_fd, err64 / max_fd);
     }
+}
+
+// The f32 engine's dense local attention (T ≤ window + 1) against the double engine's banded loops, for plain
+// gradients and with every LRP rule on (the ssm rule holds the softmax weights constant: no gradient into q, k).
+TEST(GriffinGrad, DenseLocalAttentionMatchesTheDoubleEngine) {
+  auto f = fixture();
+  for (const LrpRules& rules : {LrpRules::gradient(), LrpRules::mamba_lrp()}) {
+    GradRequest q = request(*f, 42, 4);
+    q.rules = rules;
+    const GradResult g32 = griffin_gradient(*f->m, q);
+    const GradResultT<double> g64 = griffin_gradient_f64(*f->m, q);
+    double mx = 0, err = 0;
+    for (size_t i = 0; i < g64.grad.size(); ++i) {
+      mx = std::max(mx, std::fabs(g64.grad[i]));
+      err = std::max(err, std::fabs(double(g32.grad[i]) - g64.grad[i]));
+    }
+    ASSERT_GT(mx, 1e-3);
+    EXPECT_LE(err / mx, 1e-5) << "rules ssm " << rules.ssm;
+    for (size_t l = 0; l < 5; ++l)
+      for (int64_t t = 0; t < 5; ++t)
+        EXPECT_NEAR(g32.resid_relevance[l * 11 + size_t(t)], g64.resid_relevance[l * 11 + size_t(t)], 1e-4 * std::fabs(g64.f));
+  }
 }
 
 // The engine's forward is the model's: f = seed · norm_f[pos] of GriffinModel::forward.
