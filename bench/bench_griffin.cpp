@@ -127,7 +127,7 @@ void bm_attention(benchmark::State& st) {
   }
 }
 
-// explain(grad-input): target resolution (one forward) + griffin_gradient (forward + backward).
+// explain(grad-input): griffin_gradient (forward + backward), the target resolved inside its forward.
 void bm_explain(benchmark::State& st) {
   const int64_t T = st.range(0);
   const auto ids = make_ids(T);
@@ -181,7 +181,8 @@ int main(int argc, char** argv) {
                                         g.best, bench::read_reference(ref_path));
   for (auto& r : out["results"]) r["attention_mean_layer0_s"] = g.best_attn[r["T"].get<int64_t>()];
   out["explain_grad_input"] = bench::compare_table(
-      "explain --method grad-input (target forward + gradient engine) vs PyTorch autograd, same shape",
+      "explain --method grad-input (one gradient engine forward + backward, the target resolved inside it) vs "
+      "PyTorch autograd (forward + backward), same shape",
       g.best_explain, bench::read_reference(ref_path, "explain_results"));
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   std::error_code ec;

@@ -85,7 +85,7 @@ void bm_forward(benchmark::State& st) {
   }
 }
 
-// ssmx explain --method grad-input: target resolution (one forward) and one gradient (models/mamba2_grad.h).
+// ssmx explain --method grad-input: one gradient (models/mamba2_grad.h), the target resolved inside its forward.
 void bm_explain(benchmark::State& st) {
   const int64_t T = st.range(0);
   std::vector<int32_t> ids(static_cast<size_t>(T));
@@ -138,7 +138,8 @@ int main(int argc, char** argv) {
                                             " layers), all logits, " + std::to_string(num_threads()) + " threads",
                                         g.best, bench::read_reference(ref_path));
   out["explain_grad_input"] = bench::compare_table(
-      "explain --method grad-input (target forward + gradient engine) vs PyTorch autograd, same shape",
+      "explain --method grad-input (one gradient engine forward + backward, the target resolved inside it) vs "
+      "PyTorch autograd (forward + backward), same shape",
       g.best_explain, bench::read_reference(ref_path, "explain_results"));
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   std::error_code ec;

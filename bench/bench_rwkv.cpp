@@ -68,7 +68,7 @@ void bm_attention_mean(benchmark::State& st) {
   }
 }
 
-// ssmx explain --method grad-input at the last position: one forward + the gradient engine's forward and backward.
+// ssmx explain --method grad-input at the last position: the gradient engine's forward (resolving the target) and backward.
 void bm_explain_grad_input(benchmark::State& st) {
   const int64_t T = st.range(0);
   const auto ids = make_ids(T);
@@ -117,7 +117,8 @@ int main(int argc, char** argv) {
                                  g.forward, read_reference(ref_path));
   for (auto& r : out["results"]) r["attention_mean_layer_s"] = g.attention_mean[r["T"].get<int64_t>()];
   out["explain_grad_input"] = compare_table(
-      "explain --method grad-input (target forward + gradient engine) vs PyTorch autograd, same shape", g.explain,
+      "explain --method grad-input (one gradient engine forward + backward, the target resolved inside it) vs "
+      "PyTorch autograd (forward + backward), same shape", g.explain,
       read_reference(ref_path, "explain_results"));
   if (!json.empty()) std::ofstream(json) << out.dump(2) << "\n";
   std::filesystem::remove_all(dir);

@@ -58,8 +58,13 @@ std::string blas_core_reason() {
   std::string s = "BLAS: OpenBLAS core " + blas_core_name();
   if (reexec)
     s += " (OPENBLAS_CORETYPE=SkylakeX set by ssmx: the CPU has AVX-512)";
-  else if (env)
-    s += std::string(" (OPENBLAS_CORETYPE=") + env + " from the environment)";
+  else if (env) {
+    s += std::string(" (OPENBLAS_CORETYPE=") + env + " from the environment";
+    const std::string core = env;
+    if (cpu_has_avx512() && core != "SkylakeX" && core != "Cooperlake" && core != "SapphireRapids")
+      s += "; this CPU has AVX-512: unset it, or set SkylakeX, for the faster AVX-512 kernels";
+    s += ")";
+  }
   else
     s += cpu_has_avx512() ? " (auto-detected)" : " (auto-detected; CPU has no AVX-512)";
   return s;
