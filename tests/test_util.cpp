@@ -1,7 +1,11 @@
 #include "test_util.h"
 
+#include "core/error.h"
+#include "io/safetensors.h"
+
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <sys/wait.h>
@@ -85,6 +89,18 @@ std::string read_file(const std::string& path) {
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);
   f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::vector<double> f64_tensor(const std::string& path, const std::string& name) {
+  const SafetensorsFile f = read_safetensors(path);
+  for (const auto& [n, t] : f.tensors) {
+    if (n != name) continue;
+    if (t.dtype != DType::F64 || !t.is_contiguous()) throw Error(path, name + " is not a contiguous F64 tensor");
+    std::vector<double> v(size_t(t.numel()));
+    std::memcpy(v.data(), t.storage + t.offset * 8, v.size() * 8);
+    return v;
+  }
+  throw Error(path, name + " is missing from the fixture");
 }
 
 }  // namespace ssmx::test

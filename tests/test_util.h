@@ -40,6 +40,9 @@ struct CliResult {
 // Runs build/ssmx with the given arguments (each argument shell-quoted).
 CliResult run_cli(const std::vector<std::string>& args);
 
+// The values of an F64 tensor `name` of a safetensors fixture file (throws ssmx::Error when missing or not F64).
+std::vector<double> f64_tensor(const std::string& path, const std::string& name);
+
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
 

@@ -89,19 +89,6 @@ double f_of(const MambaModel& m, GradRequest q, const Tensor& emb) {
   return mamba_gradient_f64(m, q).f;
 }
 
-// Reads an F64 tensor of a fixture file.
-std::vector<double> f64_tensor(const SafetensorsFile& f, const std::string& name) {
-  const RawTensor* found = nullptr;
-  for (const auto& [n, t] : f.tensors)
-    if (n == name) found = &t;
-  if (!found) throw Error(name, "missing from the fixture");
-  const RawTensor& t = *found;
-  if (t.dtype != DType::F64 || !t.is_contiguous()) throw Error(name, "not a contiguous F64 tensor");
-  std::vector<double> v(size_t(t.numel()));
-  std::memcpy(v.data(), t.storage + t.offset * 8, v.size() * 8);
-  return v;
-}
-
 double parity(const std::vector<double>& a, const std::vector<double>& b) {
   double mx = 1.0, err = 0.0;
   for (double v : b) mx = std::max(mx, std::fabs(v));
@@ -431,7 +418,7 @@ TEST(MambaGradient, MatchesPyTorchAutograd) {
     for (const auto& [n, t] : fx.tensors)
       if (n == "input_ids")
         for (float v : to_f32(t)) ids.push_back(int32_t(v));
-    const std::vector<double> seed = f64_tensor(fx, "seed");
+    const std::vector<double> seed = test::f64_tensor(path, "seed");
     for (const Case& c : cases) {
       SCOPED_TRACE(testing::Message() << model << " " << c.name);
       GradRequest q;
@@ -441,8 +428,8 @@ TEST(MambaGradient, MatchesPyTorchAutograd) {
       q.zero_biases = c.zero_biases;
       for (const auto& [n, t] : fx.tensors)
         if (n == std::string(c.name) + ".position") q.position = int64_t(to_f32(t)[0]);
-      const std::vector<double> want = f64_tensor(fx, std::string(c.name) + ".grad");
-      const double f = f64_tensor(fx, std::string(c.name) + ".f")[0];
+      const std::vector<double> want = test::f64_tensor(path, std::string(c.name) + ".grad");
+      const double f = test::f64_tensor(path, std::string(c.name) + ".f")[0];
       const GradResult g32 = mamba_gradient(m, q);
       const GradResultT<double> g64 = mamba_gradient_f64(m, q);
       const double e32 = test::parity_error(g32.grad, want), e64 = parity(g64.grad, want);
