@@ -5,20 +5,15 @@
 #include <cmath>
 #include <set>
 
-#include "attribution/backend.h"
 #include "attribution/hidden_attention.h"
 #include "attribution/bidirectional.h"
-#include "attribution/griffin_attention.h"
+#include "attribution/family_attention.h"
 #include "attribution/mamba_trace.h"
 #include "attribution/vim_trace.h"
 #include "common.h"
 #include "core/error.h"
 #include "core/runtime.h"
-#include "attribution/rwkv_attention.h"
-#include "models/griffin.h"
 #include "models/mamba.h"
-#include "models/mamba2.h"
-#include "models/rwkv.h"
 #include "progress.h"
 #include "render/image.h"
 
@@ -123,21 +118,6 @@ void check_language_input(const AttnOpts& o) {
   if (o.class_row) throw Error("--class-row", o.model + " has no class token (a language model): use --row I");
   if (o.terms) throw Error("--terms", "the unified identity's extra terms are written for Mamba layers only");
   if (o.in.text.empty() && o.in.ids.empty()) throw Error("attention", "give --text STR or --ids 1,2,3");
-}
-
-// Reduction over the leading axis of `rows` (n_ch, n) → (n): mean, mean of |·| or max.
-Tensor reduce_channels(const float* rows, int64_t n_ch, int64_t n, AttnReduce red) {
-  Tensor out({n});
-  for (int64_t j = 0; j < n; ++j) {
-    double acc = red == AttnReduce::Max ? -INFINITY : 0.0;
-    for (int64_t c = 0; c < n_ch; ++c) {
-      const double v = rows[c * n + j];
-      if (red == AttnReduce::Max) acc = std::max(acc, v);
-      else acc += red == AttnReduce::AbsMean ? std::fabs(v) : v;
-    }
-    out.ptr()[j] = float(red == AttnReduce::Max ? acc : acc / double(n_ch));
-  }
-  return out;
 }
 
 std::vector<std::string> token_texts(const Loaded& m, const std::vector<int32_t>& ids) {
@@ -248,181 +228,37 @@ class AttentionWriter {
   std::vector<Image> overview_;
 };
 
-// RecurrentGemma / Griffin: the RG-LRU implicit attention of the recurrent layers (attribution/griffin_attention.h).
-// Kinds: s6 = α_RG·M_conv (no gate), unified = diag(y)·α_RG·M_conv, unified-noconv = diag(y)·α_RG, unified-nogate
-// = s6. --compat tracing drops √(1 − a²) as the authors' patched modeling_recurrent_gemma.py does. Local attention
-// layers write their explicit softmax weights per query head (kind "softmax", the same for every --kind: there is no
-// conv or gate to fold in); --channels selects RG-LRU channels, a local layer always writes all its heads.
-void run_griffin_attention(const AttnOpts& o, const Globals& g, const Loaded& m, const GriffinModel& gm) {
-  const AttnKind kind = parse_attn_kind(o.kind);
-  GriffinAttnOptions go;
-  if (kind == AttnKind::UnifiedNoAct) throw Error("--kind", "unified-noact has no meaning for recurrent_gemma (s6, unified, unified-noconv, unified-nogate)");
-  go.gate = kind == AttnKind::Unified || kind == AttnKind::UnifiedNoConv;
-  go.conv = kind != AttnKind::UnifiedNoConv;
-  if (o.compat == "tracing") go.compat = true;
-  else if (o.compat != "none") throw Error("--compat", "recurrent_gemma: none | tracing (the authors' file without √(1 − a²)), not '" + o.compat + "'");
+// Mamba-2, RWKV-4 and RecurrentGemma: attribution/family_attention.h computes each layer (per-family kinds, compat
+// modes, Griffin's local attention layers as softmax weights per head); this writes the files.
+void run_family_attention(const AttnOpts& o, const Globals& g, const Loaded& m, AttnKind kind) {
   check_language_input(o);
+  const CausalLM& lm = *m.model;
   const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
-  const GriffinConfig& gc = gm.config();
-  const int64_t T = int64_t(ids.size()), W = gc.lru_width;
-  const std::vector<int64_t> layers = parse_layers(o.layers, gc.n_layer);
-  const auto [c0, c1] = parse_channels(o.channels, W);
-  const int64_t nc = c1 - c0;
-  const bool reduce = o.reduce != "none";
-  const AttnReduce red = reduce ? parse_attn_reduce(o.reduce) : AttnReduce::Mean;
-  const int64_t qrow = query_row(o, T);
-  const double out_bytes = std::max(output_bytes(o, T, nc), output_bytes(o, T, gc.heads));
-  check_memory(o, out_bytes + double(gc.heads) * T * T * 4.0 + 16.0 * double(T) * double(W) * 4.0 + double(m.ck.total_bytes()),
+  const FamilyAttnShape shape = family_attention_shape(lm);
+  const int64_t T = int64_t(ids.size()), C = shape.channels, heads = shape.heads;
+  const std::vector<int64_t> layers = parse_layers(o.layers, shape.layers);
+  const auto [c0, c1] = parse_channels(o.channels, C);
+  FamilyAttnRequest req;
+  req.kind = kind;
+  req.compat = o.compat;
+  req.c0 = c0, req.c1 = c1;
+  req.row = query_row(o, T);
+  req.reduce = o.reduce != "none";
+  if (req.reduce) req.red = parse_attn_reduce(o.reduce);
+  // One layer at a time: its output, the activations the forward keeps (about 20 (T, C) buffers) and per-thread rows;
+  // a local attention layer also holds its (heads, T, T) weights.
+  const double out_bytes = std::max(output_bytes(o, T, c1 - c0), output_bytes(o, T, heads));
+  check_memory(o, out_bytes + double(heads) * T * T * 4.0 + 20.0 * double(T) * double(C) * 4.0 +
+                      2.0 * double(C) * T * 4.0 * double(num_threads()) + double(m.ck.total_bytes()),
                out_bytes);
-  AttentionWriter out(o, m, kind, ids, token_texts(m, ids), c0, c1, qrow);
-  const std::set<int64_t> want(layers.begin(), layers.end());
+  AttentionWriter out(o, m, kind, ids, token_texts(m, ids), c0, c1, req.row);
   Progress prog("attention", int64_t(layers.size()), g.verbose);
-  ForwardOptions fo;
-  fo.all_logits = false;
-  fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
-    if (!want.count(l)) return;
-    const GriffinLayer& ly = gm.layer(l);
-    if (!ly.recurrent) {
-      const int64_t H = gc.heads;
-      const Tensor p = griffin_local_attention(acts, l, H, gc.kv_heads, gc.head_dim, gc.window);  // (H, T, T)
-      Tensor res;
-      if (qrow >= 0) {
-        Tensor rows({H, T});
-        for (int64_t h = 0; h < H; ++h) std::copy_n(p.ptr() + (h * T + qrow) * T, T, rows.ptr() + h * T);
-        res = reduce ? reduce_channels(rows.ptr(), H, T, red) : rows;
-      } else if (reduce) {
-        res = reduce_channels(p.ptr(), H, T * T, red);
-        res.shape = {T, T};
-      } else {
-        res = p;
-      }
-      out.add(l, res, "softmax", 0, H, "head")["operator"] = "softmax attention weights per query head (local attention)";
-      prog.step();
-      return;
-    }
-    const GriffinTrace tr = griffin_trace(acts, l, ly.conv_w.p, ly.conv_b.p, gc.conv_width);
-    Tensor res;
-    if (qrow >= 0) {
-      res = griffin_attention_row(tr, go, qrow, c0, c1);
-      if (reduce) res = reduce_channels(res.ptr(), nc, T, red);
-    } else {
-      res = reduce ? griffin_attention_reduce(tr, go, red, c0, c1) : griffin_attention_full(tr, go, c0, c1);
-    }
-    out.add(l, res, attn_kind_name(kind), c0, c1);
+  family_attention(lm, ids, layers, req, [&](const FamilyAttnLayer& r) {
+    nlohmann::ordered_json& entry = out.add(r.layer, r.result, r.kind, r.a, r.b, r.axis);
+    entry["operator"] = r.op;
+    if (m.info().family == "rwkv") out.index()["operator"] = r.op;
     prog.step();
-  };
-  gm.forward(ids, fo);
-  prog.done();
-  out.finish();
-}
-
-// Mamba-2: per-channel rows of the layer's implicit attention (attribution/backend.h, mamba2_layer_attention), the
-// same files as for Mamba. Channels are the Di inner channels (all P channels of a head share its S6 matrix).
-void run_attention_mamba2(const AttnOpts& o, const Loaded& m, const Globals& g, AttnKind kind, bool reduce, AttnReduce red) {
-  const auto* m2 = dynamic_cast<const Mamba2Model*>(m.model.get());
-  if (!m2) throw Error(o.model, "not a mamba2 model");
-  if (kind != AttnKind::S6 && kind != AttnKind::Unified)
-    throw Error("--kind", std::string(attn_kind_name(kind)) + " is not defined for mamba2 (s6 or unified)");
-  if (o.compat != "none") throw Error("--compat", o.compat + " reproduces published Mamba / Vision Mamba code; mamba2 has only none");
-  check_language_input(o);
-  const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
-  const Mamba2Config& mc = m2->config();
-  const int64_t T = int64_t(ids.size()), E = mc.d_inner;
-  const std::vector<int64_t> layers = parse_layers(o.layers, mc.n_layer);
-  const auto [c0, c1] = parse_channels(o.channels, E);
-  const int64_t nc = c1 - c0;
-  const int64_t qrow = query_row(o, T);
-  const double out_bytes = output_bytes(o, T, nc);
-  check_memory(o, out_bytes + 2.0 * double(E) * T * 4.0 * double(num_threads()) + 20.0 * double(T) * double(E) * 4.0 +
-                      double(m.ck.total_bytes()), out_bytes);
-  AttentionWriter out(o, m, kind, ids, token_texts(m, ids), c0, c1, qrow);
-  const std::set<int64_t> want(layers.begin(), layers.end());
-  Progress prog("attention", int64_t(layers.size()), g.verbose);
-  ForwardOptions fo;
-  fo.all_logits = false;
-  fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
-    if (!want.count(l)) return;
-    const std::unique_ptr<LayerAttention> la = mamba2_layer_attention(*m2, l, acts);
-    // Row i of channels [c0, c1), or their reduction, into dst (leading dimension ld between channels).
-    auto put_row = [&](int64_t i, float* dst, int64_t ld) {
-      const Tensor rows = la->rows(kind, i, false);  // (Di, T)
-      if (reduce) {
-        const Tensor r = reduce_channels(rows.ptr() + c0 * T, nc, T, red);
-        std::copy_n(r.ptr(), T, dst);
-      } else {
-        for (int64_t c = c0; c < c1; ++c) std::copy_n(rows.ptr() + c * T, T, dst + (c - c0) * ld);
-      }
-    };
-    Tensor res;
-    if (qrow >= 0) {
-      res = reduce ? Tensor({T}) : Tensor({nc, T});
-      put_row(qrow, res.ptr(), T);
-    } else {
-      res = reduce ? Tensor({T, T}) : Tensor({nc, T, T});
-      for (int64_t i = 0; i < T; ++i) put_row(i, res.ptr() + i * T, T * T);
-    }
-    out.add(l, res, attn_kind_name(kind), c0, c1);
-    prog.step();
-  };
-  m2->forward(ids, fo);
-  prog.done();
-  out.finish();
-}
-
-// RWKV-4: each block's time-mix WKV operator (attribution/rwkv_attention.h). --kind s6 = alpha_WKV (rows sum to 1),
-// unified = diag(r)·alpha_WKV. The channel-mix block has no attention matrix (it mixes t and t−1 only).
-void run_rwkv_attention(const AttnOpts& o, const Globals& g, Loaded& m, const RwkvModel& rw) {
-  if (o.kind != "s6" && o.kind != "unified")
-    throw Error("--kind", "'" + o.kind + "' is not defined for RWKV: s6 (alpha_WKV) or unified (diag(r)·alpha_WKV)");
-  if (o.compat != "none") throw Error("--compat", o.compat + " reproduces published Mamba code; RWKV has only --compat none");
-  check_language_input(o);
-  const bool gate = o.kind == "unified";
-  const AttnKind kind = gate ? AttnKind::Unified : AttnKind::S6;
-  const bool reduce = o.reduce != "none";
-  const AttnReduce red = reduce ? parse_attn_reduce(o.reduce) : AttnReduce::Mean;
-  const RwkvReduce rred = red == AttnReduce::AbsMean ? RwkvReduce::AbsMean : red == AttnReduce::Max ? RwkvReduce::Max : RwkvReduce::Mean;
-  const std::vector<int32_t> ids = resolve_input(m, o.in, o.model);
-  const RwkvConfig& rc = rw.config();
-  const int64_t T = int64_t(ids.size()), A = rc.att;
-  const std::vector<int64_t> layers = parse_layers(o.layers, rc.n_layer);
-  const auto [c0, c1] = parse_channels(o.channels, A);
-  const int64_t nc = c1 - c0;
-  const int64_t qrow = query_row(o, T);
-  const double out_bytes = output_bytes(o, T, nc);
-  check_memory(o, out_bytes + 16.0 * double(T) * double(A) * 4.0 + double(m.ck.total_bytes()), out_bytes);
-  AttentionWriter out(o, m, kind, ids, token_texts(m, ids), c0, c1, qrow);
-  out.index()["operator"] = gate ? "diag(r)·alpha_WKV (time-mix)" : "alpha_WKV (time-mix, rows normalised by the WKV denominator)";
-  const std::set<int64_t> want(layers.begin(), layers.end());
-  Progress prog("attention", int64_t(layers.size()), g.verbose);
-  ForwardOptions fo;
-  fo.all_logits = false;
-  fo.layer_hook = [&](int64_t l, const std::map<std::string, Tensor>& acts) {
-    if (!want.count(l)) return;
-    const RwkvAttnInput in = rwkv_attn_input(rw, l, acts, gate);
-    Tensor res;
-    if (qrow >= 0) {
-      const Tensor all = rwkv_attention_row(in, qrow);  // (A, T)
-      if (reduce) {
-        res = reduce_channels(all.ptr() + c0 * T, nc, T, red);
-      } else {
-        res = Tensor({nc, T});
-        std::copy(all.ptr() + c0 * T, all.ptr() + c1 * T, res.ptr());
-      }
-    } else if (reduce && c0 == 0 && c1 == A) {
-      res = rwkv_attention_reduced(in, rred);
-    } else {
-      std::vector<int64_t> chans;
-      for (int64_t c = c0; c < c1; ++c) chans.push_back(c);
-      res = rwkv_attention_channels(in, chans);  // (nc, T, T)
-      if (reduce) {
-        res = reduce_channels(res.ptr(), nc, T * T, red);
-        res.shape = {T, T};
-      }
-    }
-    out.add(l, res, attn_kind_name(kind), c0, c1);
-    prog.step();
-  };
-  rw.forward(ids, fo);
+  });
   prog.done();
   out.finish();
 }
@@ -462,9 +298,7 @@ void register_attention(CLI::App& app, Globals& g) {
     const bool reduce = o->reduce != "none";
     const AttnReduce red = reduce ? parse_attn_reduce(o->reduce) : AttnReduce::Mean;
     Loaded m = load_model(o->model);
-    if (const auto* gm = m.model ? dynamic_cast<const GriffinModel*>(m.model.get()) : nullptr)
-      return run_griffin_attention(*o, g, m, *gm);
-    if (const auto* rw = dynamic_cast<const RwkvModel*>(m.model.get())) return run_rwkv_attention(*o, g, m, *rw);
+    if (m.model && has_family_attention(*m.model)) return run_family_attention(*o, g, m, kind);
     const bool vim = bool(m.vim);
     const AttnCompat compat = vim ? AttnCompat::None : parse_attn_compat(o->compat);
     const BidirCompat bcompat = vim ? parse_bidir_compat(o->compat) : BidirCompat::None;
@@ -476,10 +310,6 @@ void register_attention(CLI::App& app, Globals& g) {
     if ((compat != AttnCompat::None || bcompat != BidirCompat::None) && !o->row_set)
       throw Error("--compat", o->compat + " applies to a row: add --row I" + std::string(vim ? " or --class-row" : ""));
     const MambaModel* mamba = vim ? nullptr : dynamic_cast<const MambaModel*>(m.model.get());
-    if (!vim && !mamba && m.model->info().family == "mamba2") {
-      run_attention_mamba2(*o, m, g, kind, reduce, red);
-      return;
-    }
     if (!vim && !mamba) throw Error(o->model, "hidden attention is available for mamba, falcon_mamba, mamba2, rwkv, recurrent_gemma and vim models");
     std::vector<int32_t> ids;
     LoadedImage image;

@@ -21,6 +21,7 @@
 #include "attribution/vim_trace.h"
 #include "io/image.h"
 #include "models/vim.h"
+#include "attribution/family_attention.h"
 #include "attribution/hidden_attention.h"
 #include "attribution/mamba_trace.h"
 #include "core/error.h"
@@ -162,50 +163,49 @@ py::array_t<float> py_predict(const Model& m, const std::optional<std::string>& 
   return to_numpy(std::move(logits));
 }
 
-// Mamba-2, RWKV-4, RecurrentGemma: the channel-mean implicit attention each layer gives the explanation methods
-// (attribution/backend.h), as reduce="mean" maps [T,T] or rows [T]. Layers without an implicit attention operator are
-// absent from the result (none today: Griffin's local-attention layers give their head-mean softmax weights).
+// Mamba-2, RWKV-4, RecurrentGemma: attribution/family_attention.h, the same results as `ssmx attention`'s files
+// (RecurrentGemma's local attention layers: softmax weights per query head).
 py::dict py_attention_family(const Model& m, const std::optional<std::string>& text,
                              const std::optional<std::vector<int64_t>>& ids, const std::optional<std::vector<int64_t>>& layers,
                              const std::string& kind_s, const std::optional<std::pair<int64_t, int64_t>>& channels,
                              const std::optional<int64_t>& row, bool full, const std::string& reduce_s,
                              const std::string& compat_s) {
   const CausalLM& lm = m.lm("attention");
-  const std::string fam = lm.info().family;
-  if (reduce_s != "mean")
-    throw Error("reduce", "for " + fam + " models Python gives the channel-mean maps: pass reduce='mean' (the CLI "
-                          "`ssmx attention` writes per-channel matrices)");
-  if (channels) throw Error("channels", "for " + fam + " models Python gives the mean over all channels");
-  if (compat_s != "none") throw Error("compat", compat_s + " is defined for Mamba and Vision Mamba only");
   if (row && full) throw Error("full", "give either row= or full=True");
-  AttnKind kind;
-  if (kind_s == "s6") kind = AttnKind::S6;
-  else if (kind_s == "unified") kind = AttnKind::Unified;
-  else throw Error("kind", "'" + kind_s + "' is not defined for " + fam + " (s6 or unified)");
   const std::vector<int32_t> in = m.input(text, ids);
   const int64_t T = int64_t(in.size());
-  int64_t qrow = -1;
+  const FamilyAttnShape shape = family_attention_shape(lm);
+  FamilyAttnRequest req;
+  req.kind = parse_attn_kind(kind_s);
+  req.compat = compat_s;
+  if (channels) req.c0 = channels->first, req.c1 = channels->second;
+  req.reduce = reduce_s != "none";
+  if (req.reduce) req.red = parse_attn_reduce(reduce_s);
   if (row) {
-    qrow = *row < 0 ? T + *row : *row;
-    if (qrow < 0 || qrow >= T) throw Error("row", "row " + std::to_string(*row) + " is outside the " + std::to_string(T) + " tokens");
+    req.row = *row < 0 ? T + *row : *row;
+    if (req.row < 0 || req.row >= T) throw Error("row", "row " + std::to_string(*row) + " is outside the " + std::to_string(T) + " tokens");
   }
-  const std::unique_ptr<Backend> b = make_text_backend(lm, nullptr, in);
-  std::set<int64_t> want;
+  std::vector<int64_t> want;
   if (layers) {
+    std::set<int64_t> u;
     for (int64_t l : *layers) {
-      if (l < 0 || l >= b->L) throw Error("layers", "layer " + std::to_string(l) + " does not exist (0.." + std::to_string(b->L - 1) + ")");
-      want.insert(l);
+      if (l < 0 || l >= shape.layers)
+        throw Error("layers", "layer " + std::to_string(l) + " does not exist (0.." + std::to_string(shape.layers - 1) + ")");
+      u.insert(l);
     }
+    want.assign(u.begin(), u.end());
+  } else {
+    for (int64_t l = 0; l < shape.layers; ++l) want.push_back(l);
   }
-  if (!row && double(T) * T * 4.0 * double(layers ? want.size() : size_t(b->L)) > double(int64_t(64) << 30))
-    throw Error("attention", "the request needs more than 64 GiB; ask for less: row=I or fewer layers");
+  // Refuse what cannot fit: the result of every requested layer is kept.
+  const int64_t n = std::max(channels ? req.c1 - req.c0 : shape.channels, shape.heads);
+  const double per_layer = row ? (req.reduce ? double(T) : double(n) * T) : (req.reduce ? double(T) * T : double(n) * T * T);
+  if (per_layer * 4.0 * double(want.size()) > double(int64_t(64) << 30))
+    throw Error("attention", "the request needs more than 64 GiB; ask for less: row=I, reduce='mean', fewer channels or layers");
   std::map<int64_t, Tensor> res;
   {
     py::gil_scoped_release nogil;
-    b->for_layers(0, [&](int64_t l, const LayerAttention& la) {
-      if (layers && !want.count(l)) return;
-      res[l] = row ? la.mean_row(kind, qrow) : la.mean_map(kind);
-    });
+    family_attention(lm, in, want, req, [&](const FamilyAttnLayer& r) { res[r.layer] = r.result; });
   }
   py::dict out;
   for (auto& [l, t] : res) out[py::int_(l)] = to_numpy(std::move(t));

@@ -117,8 +117,9 @@ class Model:
         [T,T] or [T] reduced over channels. kind: s6, unified, unified-noconv, unified-nogate, unified-noact;
         channels: (a, b); row: query index (negative counts from the end); reduce: none, mean, absmean, max;
         compat: none or hiddenattn-row (Vision Mamba: none, stitched, hiddenattn-stitched; class_row=True for the
-        class token's row). Mamba-2, RWKV-4, RecurrentGemma: kind s6 or unified with reduce="mean" (channel-mean
-        maps [T,T] or rows [T])."""
+        class token's row). Mamba-2 and RWKV-4: kind s6 or unified; RecurrentGemma: s6, unified, unified-noconv,
+        unified-nogate, compat none or tracing, and its local attention layers give their softmax weights per query
+        head ([heads,T,T] / [heads,T], or the head reduction); the same arrays as `ssmx attention`'s files."""
         if layers is not None:
             layers = [int(l) for l in ([layers] if isinstance(layers, int) else layers)]
         if channels is not None:

@@ -1,5 +1,5 @@
-"""Mamba-2, RWKV-4 and RecurrentGemma from Python: explanations equal the CLI's, and the channel-mean implicit
-attention equals the CLI's reduce=mean files (tiny fixture models in tests/data/models)."""
+"""Mamba-2, RWKV-4 and RecurrentGemma from Python: explanations and attention arrays equal the CLI's output files
+bitwise (tiny fixture models in tests/data/models)."""
 import json
 import os
 import subprocess
@@ -42,32 +42,43 @@ def test_explain_matches_cli_bitwise(name, tmp_path):
     assert abs(c["relevance_sum"] + c["bias_absorbed"] - c["target_value"]) < 1e-4 * max(1.0, abs(c["target_value"]))
 
 
-@pytest.mark.parametrize("name", ["mamba2-f32-safetensors", "rwkv-f32-safetensors"])
-def test_mean_attention_row_matches_cli(name, tmp_path):
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_attention_matches_cli_files_bitwise(name, tmp_path):
     path = MODELS[name]
     m = ssmx.load(path)
-    out = tmp_path / "att"
-    cli("attention", path, "--ids", ",".join(map(str, IDS)), "--kind", "unified", "--row", "-1", "--reduce", "mean",
-        "--out", out, "--no-png")
-    index = json.loads((out / "index.json").read_text())
-    got = m.attention(ids=IDS, kind="unified", row=-1, reduce="mean")
-    assert sorted(got) == sorted(f["layer"] for f in index["files"])
-    for f in index["files"]:
-        ref = np.load(out / f["file"])
-        assert got[f["layer"]].shape == ref.shape == (len(IDS),)
-        np.testing.assert_allclose(got[f["layer"]], ref, rtol=1e-5, atol=1e-7)
+    for args, kw in [(("--kind", "unified", "--row", "-1", "--reduce", "mean"), dict(kind="unified", row=-1, reduce="mean")),
+                     (("--kind", "s6", "--channels", "2:5"), dict(kind="s6", channels=(2, 5))),
+                     (("--kind", "unified", "--row", "3", "--reduce", "absmean"), dict(kind="unified", row=3, reduce="absmean"))]:
+        out = tmp_path / ("att" + "_".join(args).replace("-", ""))
+        cli("attention", path, "--ids", ",".join(map(str, IDS)), *args, "--out", out, "--no-png")
+        index = json.loads((out / "index.json").read_text())
+        got = m.attention(ids=IDS, **kw)
+        assert sorted(got) == sorted(f["layer"] for f in index["files"])
+        for f in index["files"]:
+            ref = np.load(out / f["file"])
+            assert got[f["layer"]].shape == ref.shape
+            assert np.array_equal(got[f["layer"]], ref), (name, args, f["file"])
     full = m.attention(ids=IDS, layers=[0], kind="s6", reduce="mean")
     assert full[0].shape == (len(IDS), len(IDS))
     np.testing.assert_allclose(np.triu(full[0], 1), 0.0)  # causal
 
 
-def test_family_attention_errors():
+def test_family_attention_shapes_and_errors():
     m = ssmx.load(MODELS["griffin-f32"])
-    with pytest.raises(ssmx.Error, match="reduce='mean'"):
-        m.attention(ids=IDS)
+    per_channel = m.attention(ids=IDS, layers=[1, 2])
+    assert per_channel[1].shape == (48, len(IDS), len(IDS))  # lru_width channels
+    assert per_channel[2].shape == (4, len(IDS), len(IDS))   # the local attention layer's heads
+    np.testing.assert_allclose(per_channel[2].sum(-1), 1.0, rtol=1e-6)  # softmax rows
     with pytest.raises(ssmx.Error, match="kind"):
-        m.attention(ids=IDS, kind="unified-noconv", reduce="mean")
+        m.attention(ids=IDS, kind="unified-noact", reduce="mean")
+    with pytest.raises(ssmx.Error, match="tracing"):
+        m.attention(ids=IDS, compat="hiddenattn-row", row=-1)
+    with pytest.raises(ssmx.Error, match="channels"):
+        m.attention(ids=IDS, channels=(40, 60))
     rows = m.attention(ids=IDS, row=-1, reduce="mean")
     assert sorted(rows) == [0, 1, 2, 3]  # recurrent layers and the local-attention layer
     for r in rows.values():
         assert r.shape == (len(IDS),) and np.all(np.isfinite(r))
+    m2 = ssmx.load(MODELS["mamba2-f32-safetensors"])
+    with pytest.raises(ssmx.Error, match="mamba2"):
+        m2.attention(ids=IDS, kind="unified-noconv")
