@@ -1,4 +1,5 @@
-// ssmx attention — hidden (implicit) attention matrices of Mamba layers, as .npy files, index.json and PNG heatmaps.
+// ssmx attention — hidden (implicit) attention matrices of every family's layers (Mamba, Falcon-Mamba, Vision Mamba,
+// Mamba-2, RWKV-4, RecurrentGemma), as .npy files, index.json and PNG heatmaps.
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -267,7 +268,9 @@ void run_family_attention(const AttnOpts& o, const Globals& g, const Loaded& m, 
 
 void register_attention(CLI::App& app, Globals& g) {
   auto* sub = app.add_subcommand(
-      "attention", "Hidden attention matrices of Mamba layers (S6 or unified), as .npy + index.json + PNG heatmaps");
+      "attention",
+      "Hidden (implicit) attention matrices of each layer (S6 or unified; Mamba, Mamba-2, RWKV-4, RecurrentGemma, "
+      "Vision Mamba), as .npy + index.json + PNG heatmaps");
   auto* o = new AttnOpts;
   sub->add_option("MODEL", o->model, "Model directory or weights file")->required();
   add_input_options(sub, o->in);
@@ -280,7 +283,7 @@ void register_attention(CLI::App& app, Globals& g) {
   sub->add_option("--reduce", o->reduce, "Reduce over channels: none | mean | absmean | max")->capture_default_str();
   sub->add_option("--compat", o->compat,
                   "Reproduce published code: none | hiddenattn-row (Ali et al.'s class-token row; needs --row); Vision "
-                  "Mamba: none | stitched | hiddenattn-stitched")
+                  "Mamba: none | stitched | hiddenattn-stitched; RecurrentGemma: none | tracing (no sqrt(1 - a^2))")
       ->capture_default_str();
   add_image_options(sub, o->img);
   sub->add_flag("--class-row", o->class_row, "Vision Mamba: the class token's row (same as --row at its index)");
