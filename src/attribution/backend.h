@@ -103,8 +103,10 @@ struct LmBackend : Backend {
     fo.all_logits = false;
     fo.keep_final_hidden = true;
     const ForwardResult fr = m.forward(ids, fo);
-    return resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.vocab_size(), head, want,
-                             zero_biases);
+    ResolvedTarget rt = resolve_lm_target(fr.acts.at("norm_f").ptr(), T, Dm, m.lm_head().p, m.vocab_size(), head,
+                                          want, zero_biases);
+    if (rt.t.kind != Target::Kind::Class) output_transform(rt.logits);
+    return rt;
   }
   std::pair<ResolvedTarget, GradResult> resolve_with_gradient(const Target& want, bool zero_biases,
                                                               GradRequest q) const override {
@@ -116,8 +118,12 @@ struct LmBackend : Backend {
       return rt.seed;
     };
     GradResult g = gradient(q);
+    if (rt.t.kind != Target::Kind::Class) output_transform(rt.logits);
     return {std::move(rt), std::move(g)};
   }
+  // What the model does to the head's logits after the explained (linear) target: RecurrentGemma's soft cap. The
+  // reported logits and probabilities are the model's; the target value stays the logit before the transform.
+  virtual void output_transform(std::vector<float>&) const {}
   const float* embedding_row(int64_t id) const override { return m.embedding().p + id * Dm; }
   int64_t vocab() const override { return m.vocab_size(); }
 };

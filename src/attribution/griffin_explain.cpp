@@ -79,6 +79,11 @@ struct GriffinBackend : LmBackend<GriffinModel> {
       throw Error("--compat", "'official' reproduces the published Mamba / Vision Mamba code; recurrent_gemma has none (use --compat none)");
   }
   GradResult gradient(const GradRequest& q) const override { return griffin_gradient(m, q); }
+  void output_transform(std::vector<float>& logits) const override {
+    const float cap = m.config().soft_cap;  // as GriffinModel::forward computes it
+    if (cap <= 0.0f) return;
+    for (float& z : logits) z = cap * std::tanh(z / cap);
+  }
   // Baselines live in the space of embed(): the row scaled by bf16(√Dm).
   const float* embedding_row(int64_t id) const override {
     std::lock_guard<std::mutex> lk(mu);

@@ -136,3 +136,27 @@ TEST(GriffinExplain, RefusedModes) {
   e.rules.linear = LrpRules::Linear::Epsilon;
   EXPECT_THROW(explain(*f->m, nullptr, kIds, e), Error);
 }
+
+// The explained target is the logit before the soft cap (linear in the head's input), but the reported output logits
+// (and so the probabilities a report prints) are the model's own, capped ones — through both target resolutions.
+TEST(GriffinExplain, OutputLogitsAreTheCappedModelLogits) {
+  auto f = fixture();
+  ForwardOptions fo;
+  fo.all_logits = false;
+  fo.keep_final_hidden = true;
+  const ForwardResult fr = f->m->forward(kIds, fo);
+  const float cap = f->m->config().soft_cap;
+  ASSERT_GT(cap, 0.0f);
+  const int64_t Dm = f->m->d_model(), T = int64_t(kIds.size());
+  double raw42 = 0;  // W[42] · norm_f[T-1]
+  for (int64_t k = 0; k < Dm; ++k)
+    raw42 += double(f->m->lm_head().p[42 * Dm + k]) * fr.acts.at("norm_f").ptr()[(T - 1) * Dm + k];
+  ASSERT_GT(std::fabs(raw42 - fr.logits.data[42]), 1e-3) << "the fixture's cap must matter";
+  for (Method m : {Method::GradInput, Method::RawAttention}) {
+    const Explanation ex = explain(*f->m, nullptr, kIds, opts(m));
+    ASSERT_EQ(ex.output_logits.size(), fr.logits.data.size()) << method_name(m);
+    EXPECT_LT(test::parity_error(ex.output_logits.data(), fr.logits.data.data(), fr.logits.numel()), 1e-6)
+        << method_name(m);
+    EXPECT_NEAR(ex.target_value, raw42, 1e-4 * std::max(1.0, std::fabs(raw42))) << method_name(m);
+  }
+}
