@@ -168,7 +168,7 @@ void register_eval(CLI::App& app, Globals& g) {
   ev->require_subcommand(1);
   auto o = std::make_shared<EvidenceCli>();
   CLI::App* sub = ev->add_subcommand("evidence", "Pointing game and evidence recall on data with known evidence words; for a Vision Mamba, the image pointing game on images with object masks");
-  sub->add_option("model", o->model, "Model directory")->required();
+  sub->add_option("MODEL", o->model, "Model directory")->required();
   sub->add_option("--data", o->data, "JSONL with text, target and evidence_char_spans per line (Vision Mamba: image and mask per line)")->required();
   sub->add_option("-m,--method", o->methods, "Methods, comma-separated (or all)")->capture_default_str();
   sub->add_option("--top-k", o->top_k, "k of hit@k")->capture_default_str();
@@ -185,7 +185,7 @@ void register_eval(CLI::App& app, Globals& g) {
 
   auto f = std::make_shared<FlipCli>();
   CLI::App* fl = ev->add_subcommand("flipping", "MoRF/LeRF token flipping (ΔA_F), activation (AUAC) and pruning (AU-MSE)");
-  fl->add_option("model", f->model, "Model directory")->required();
+  fl->add_option("MODEL", f->model, "Model directory")->required();
   fl->add_option("--data", f->data, "CSV, TSV (GLUE SST-2) or JSONL text data")->required();
   fl->add_option("--format", f->format, "csv, tsv or jsonl (default: from the extension)");
   fl->add_option("--text-field", f->text_field, "Text column/field (default: sentence if present, else text)");

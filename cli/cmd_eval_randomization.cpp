@@ -74,7 +74,7 @@ void register_eval_randomization(CLI::App& app, Globals& g) {
   auto o = std::make_shared<RandomizationCli>();
   CLI::App* sub = ev->add_subcommand("randomization",
                                      "Cascading model-parameter randomisation test (Spearman ρ to the trained maps)");
-  sub->add_option("model", o->model, "Model directory")->required();
+  sub->add_option("MODEL", o->model, "Model directory")->required();
   sub->add_option("--data", o->data, "JSONL with a 'text' (and optional 'target' token) per line")->required();
   sub->add_option("-m,--method", o->methods, "Methods, comma-separated (or all)")->capture_default_str();
   sub->add_option("--limit", o->limit, "Use only the first N examples (0: all)")->capture_default_str();

@@ -149,7 +149,7 @@ void run_segmentation_cli(const VisionCli& o, const Globals& g) {
 }
 
 void add_common(CLI::App* sub, VisionCli& o) {
-  sub->add_option("model", o.model, "Vision Mamba model directory")->required();
+  sub->add_option("MODEL", o.model, "Vision Mamba model directory")->required();
   sub->add_option("-m,--method", o.methods, "Methods, comma-separated (or all)")->capture_default_str();
   sub->add_option("--limit", o.limit, "Use only the first N images");
   sub->add_option("--shard", o.shard, "I/N: the images with index % N == I")->capture_default_str();

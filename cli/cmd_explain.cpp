@@ -170,7 +170,7 @@ void register_explain(CLI::App& app, Globals& g) {
       "Methods: gradient, grad-input, integrated-gradients, smoothgrad, random, raw-attention, rollout, mamba-attr,\n"
       "unified-attr, mamba-lrp, lrp-ln (or 'all'); several at once with --method a,b,c. Formulas: docs/methods.md.\n"
       "Example: ssmx explain models/sentiment-mamba --text \"...\" --method mamba-lrp,grad-input --html report.html");
-  sub->add_option("model", o->model, "Model directory or weights file")->required();
+  sub->add_option("MODEL", o->model, "Model directory or weights file")->required();
   add_input_options(sub, o->in);
   sub->add_option("-m,--method", o->methods, "Method(s), comma-separated")->capture_default_str();
   sub->add_option("--target", o->target,
