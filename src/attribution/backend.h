@@ -80,6 +80,9 @@ struct Backend {
   virtual const float* embedding_row(int64_t id) const = 0;  // token baselines; nullptr when there is no vocabulary
   virtual int64_t vocab() const = 0;
   virtual void for_layers(int64_t start, const std::function<void(int64_t, const LayerAttention&)>& f) const = 0;
+  // What the target value is when it is not the model's output itself (e.g. "logit before the soft cap"); explain
+  // records it as settings["target_value"] and reports show it. Empty: the value is the output.
+  virtual std::string target_note(const Target&) const { return {}; }
   // Methods this family does not define (e.g. compat "official" outside Mamba/Vim) throw from here; the default
   // accepts everything.
   virtual void check(const ExplainOptions&) const {}

@@ -384,6 +384,7 @@ Explanation explain_core(const Backend& b, const ExplainOptions& o) {
   const int64_t pos = rt.t.position;
   nlohmann::json& st = ex.settings;
   if (o.zero_biases) st["zero_biases"] = true;
+  if (const std::string note = b.target_note(rt.t); !note.empty()) st["target_value"] = note;
 
   auto grad = [&](const LrpRules& rules, const Tensor* embeds, bool layer_grads) {
     GradRequest q = base_request(ids, b.embeds, rt, o);

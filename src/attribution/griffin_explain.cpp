@@ -79,6 +79,10 @@ struct GriffinBackend : LmBackend<GriffinModel> {
       throw Error("--compat", "'official' reproduces the published Mamba / Vision Mamba code; recurrent_gemma has none (use --compat none)");
   }
   GradResult gradient(const GradRequest& q) const override { return griffin_gradient(m, q); }
+  std::string target_note(const Target& t) const override {
+    if (t.kind == Target::Kind::Class || m.config().soft_cap <= 0.0f) return {};
+    return t.kind == Target::Kind::Contrast ? "logit difference before the soft cap" : "logit before the soft cap";
+  }
   void output_transform(std::vector<float>& logits) const override {
     const float cap = m.config().soft_cap;  // as GriffinModel::forward computes it
     if (cap <= 0.0f) return;

@@ -112,7 +112,9 @@ std::string render_terminal(const Report& r, bool color) {
   if (!r.explanations.empty()) {
     const Explanation& e0 = r.explanations[0];
     o += " at position " + std::to_string(e0.target.position) + ", value " + fmt("%.6g", e0.target_value);
-    if (r.contrast_label.empty()) o += " (p=" + fmt("%.4f", r.target_prob) + ")";
+    const std::string note = e0.settings.value("target_value", std::string());
+    if (r.contrast_label.empty()) o += " (" + (note.empty() ? "" : note + "; ") + "p=" + fmt("%.4f", r.target_prob) + ")";
+    else if (!note.empty()) o += " (" + note + ")";
   }
   o += "\n";
   size_t name_w = 0;

@@ -158,5 +158,6 @@ TEST(GriffinExplain, OutputLogitsAreTheCappedModelLogits) {
     EXPECT_LT(test::parity_error(ex.output_logits.data(), fr.logits.data.data(), fr.logits.numel()), 1e-6)
         << method_name(m);
     EXPECT_NEAR(ex.target_value, raw42, 1e-4 * std::max(1.0, std::fabs(raw42))) << method_name(m);
+    EXPECT_EQ(ex.settings.value("target_value", std::string()), "logit before the soft cap") << method_name(m);
   }
 }
