@@ -122,6 +122,20 @@ def write_safetensors(path, tensors, metadata=None):
             f.write(b)
 
 
+def write_or_verify(path, tensors, verify, root):
+    """Writes `tensors` to the fixture `path`, or with `verify` compares them with the committed file (same names,
+    bit-identical values). Prints one line naming the file (relative to `root`); returns False when it differs."""
+    rel = os.path.relpath(path, root)
+    if verify:
+        stored, _ = read_safetensors(path)
+        same = set(stored) == set(tensors) and all(torch.equal(stored[k], tensors[k]) for k in tensors)
+        print(f"{rel}: {'identical' if same else 'DIFFERS'}")
+        return same
+    write_safetensors(path, tensors, {"format": "pt"})
+    print(f"{rel} ({os.path.getsize(path)} bytes)")
+    return True
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Model directories (spec §7.1, §1.3)
 
