@@ -74,31 +74,29 @@ void check_against_autograd(const std::string& model, const Engines& e, double t
   }
 }
 
+// Loads the fixture model and checks its f32 and double gradient engines (free functions (model, request)).
+template <typename Model, typename G32, typename G64>
+void check_family(const std::string& model, G32 g32, G64 g64, double tol64) {
+  Checkpoint ck = open_checkpoint(test::data_dir() + "/models/" + model);
+  auto m = Model::load(ck);
+  check_against_autograd(model, {[&](const GradRequest& q) { return g32(*m, q); },
+                                 [&](const GradRequest& q) { return g64(*m, q); }},
+                         tol64);
+}
+
 }  // namespace
 
 TEST(FamilyGradients, Mamba2MatchesPyTorchAutograd) {
-  Checkpoint ck = open_checkpoint(test::data_dir() + "/models/mamba2-f32-safetensors");
-  auto m = Mamba2Model::load(ck);
-  check_against_autograd("mamba2-f32-safetensors", {[&](const GradRequest& q) { return mamba2_gradient(*m, q); },
-                                                    [&](const GradRequest& q) { return mamba2_gradient_f64(*m, q); }},
-                         1e-8);
+  check_family<Mamba2Model>("mamba2-f32-safetensors", mamba2_gradient, mamba2_gradient_f64, 1e-8);
 }
 
 TEST(FamilyGradients, RwkvMatchesPyTorchAutograd) {
-  Checkpoint ck = open_checkpoint(test::data_dir() + "/models/rwkv-f32-rescale");
-  auto m = RwkvModel::load(ck);
-  check_against_autograd("rwkv-f32-rescale", {[&](const GradRequest& q) { return rwkv_gradient(*m, q); },
-                                              [&](const GradRequest& q) { return rwkv_gradient_f64(*m, q); }},
-                         1e-6);
+  check_family<RwkvModel>("rwkv-f32-rescale", rwkv_gradient, rwkv_gradient_f64, 1e-6);
 }
 
 // RecurrentGemma's input embeddings are embed()'s rows scaled by bf16(√Dm); the fixture's gradient is with respect
 // to those. T = 11 > window 4: the banded local attention; position 7 as well. The double engine is within 6e-8 of
 // the reference (float32 precomputed constants, see check_against_autograd).
 TEST(FamilyGradients, GriffinMatchesPyTorchAutograd) {
-  Checkpoint ck = open_checkpoint(test::data_dir() + "/models/griffin-f32");
-  auto m = GriffinModel::load(ck);
-  check_against_autograd("griffin-f32", {[&](const GradRequest& q) { return griffin_gradient(*m, q); },
-                                         [&](const GradRequest& q) { return griffin_gradient_f64(*m, q); }},
-                         1e-6);
+  check_family<GriffinModel>("griffin-f32", griffin_gradient, griffin_gradient_f64, 1e-6);
 }
